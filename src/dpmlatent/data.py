@@ -1,0 +1,240 @@
+"""The book's data sets: small, bundled with installed packages, deterministic from a seed.
+
+Every image set is returned as an :class:`ImageData` whose ``images`` are float32
+tensors of shape ``(N, 1, 8, 8)`` with values in ``[-1, 1]`` (``-1`` is background,
+``+1`` full ink), so that all domains share one format and one model architecture.
+
+* :func:`handwritten_digits` — scikit-learn's bundled ``load_digits`` (1797 images, 8x8,
+  grey levels 0..16), the "real photographs" of this book.
+* :func:`typeset_digits` — 0-9 rendered with the TrueType fonts matplotlib ships
+  (several families and weights) under a small random affine jitter, then box-filtered
+  to 8x8: a related but distinct domain.
+* :func:`typeset_letters` — A-J from the same renderer: same format, unrelated content
+  (the control domain of the translation chapters).
+* :func:`toy_2d` — 2-D point clouds (two moons, a ring of Gaussians) for trajectory plots.
+
+The working resolution is the native 8x8 of ``load_digits``: on a 2-core CPU a
+``UNet2DModel`` trains about 4x faster there than at 16x16 (3.3 vs 0.8 steps/s at batch
+128). Display with nearest-neighbour upscaling (:func:`dpmlatent.plotting.show_images`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ImageData",
+    "FONTS",
+    "SPLITS",
+    "handwritten_digits",
+    "typeset_digits",
+    "typeset_letters",
+    "toy_2d",
+    "TOY_NAMES",
+]
+
+SPLITS = ("train", "test", "all")
+TEST_FRACTION = 0.2
+RESOLUTION = 8
+_RENDER = 32  # glyphs are drawn at 32x32, then averaged over 4x4 blocks, as load_digits was
+
+#: (TrueType file in matplotlib's ``mpl-data/fonts/ttf``, family, weight)
+FONTS = (
+    ("DejaVuSans.ttf", "sans", "regular"),
+    ("DejaVuSans-Bold.ttf", "sans", "bold"),
+    ("DejaVuSerif.ttf", "serif", "regular"),
+    ("DejaVuSerif-Bold.ttf", "serif", "bold"),
+    ("DejaVuSansMono.ttf", "mono", "regular"),
+    ("DejaVuSansMono-Bold.ttf", "mono", "bold"),
+    ("STIXGeneral.ttf", "stix", "thin"),
+    ("STIXGeneralBol.ttf", "stix", "bold"),
+    ("cmr10.ttf", "computer-modern", "thin"),
+    ("cmss10.ttf", "computer-modern-sans", "thin"),
+)
+
+
+class ImageData(NamedTuple):
+    """A labelled image set.
+
+    Attributes:
+        images: ``(N, 1, 8, 8)`` float32 in ``[-1, 1]``.
+        labels: ``(N,)`` int64 class indices (digit value, or letter index A=0 ... J=9).
+        styles: ``N`` strings describing each image's source, ``"handwritten"`` or
+            ``"<family>-<weight>"`` for typeset glyphs.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    styles: tuple[str, ...]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _take(data: ImageData, split: str, seed: int) -> ImageData:
+    """Deterministic, class-stratified train/test split (20% test)."""
+    _check_split(split)
+    if split == "all":
+        return ImageData(data.images.clone(), data.labels.clone(), data.styles)
+    rng = np.random.default_rng(seed)
+    labels = data.labels.numpy()
+    test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_test = int(round(TEST_FRACTION * len(idx)))
+        test[rng.permutation(idx)[:n_test]] = True
+    keep = np.flatnonzero(test if split == "test" else ~test)
+    keep_t = torch.from_numpy(keep)
+    return ImageData(data.images[keep_t].clone(), data.labels[keep_t].clone(),
+                     tuple(data.styles[i] for i in keep))
+
+
+@functools.lru_cache(maxsize=None)
+def _handwritten_all() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32))  # (N, 8, 8), 0..16
+    images = (x / 8.0 - 1.0).unsqueeze(1)  # (N, 1, 8, 8) in [-1, 1]
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    return ImageData(images, labels, ("handwritten",) * len(labels))
+
+
+def handwritten_digits(split: str = "train", *, seed: int = 0) -> ImageData:
+    """scikit-learn's handwritten digits (UCI optdigits test set), 8x8, in ``[-1, 1]``.
+
+    Pixel ``v`` in 0..16 maps to ``v / 8 - 1``.
+
+    Args:
+        split: ``"train"`` (80%), ``"test"`` (20%) or ``"all"``; stratified by class.
+        seed: seed of the train/test split.
+    """
+    return _take(_handwritten_all(), split, seed)
+
+
+def _font_dir() -> str:
+    import matplotlib
+
+    return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+
+
+@functools.lru_cache(maxsize=None)
+def _font(font_file: str):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(os.path.join(_font_dir(), font_file), 96)
+
+
+def _render_glyph(char: str, font_file: str, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``char`` at 32x32 with a random affine jitter; return 8x8 ink in ``[0, 1]``."""
+    from PIL import Image, ImageDraw
+
+    font = _font(font_file)
+    canvas = Image.new("L", (160, 160), 0)
+    ImageDraw.Draw(canvas).text((30, 10), char, fill=255, font=font)
+    glyph = canvas.crop(canvas.getbbox())
+    # Fit the glyph's height to 28 of 32 pixels (load_digits digits span nearly the
+    # full height), keeping its aspect ratio, centred.
+    w, h = glyph.size
+    scale = 28.0 / max(h, w * 28.0 / 24.0)
+    glyph = glyph.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    square = Image.new("L", (_RENDER, _RENDER), 0)
+    square.paste(glyph, ((_RENDER - glyph.size[0]) // 2, (_RENDER - glyph.size[1]) // 2))
+    # Random affine jitter about the centre: rotation, shear, scale, translation.
+    angle = math.radians(rng.uniform(-10.0, 10.0))
+    shear = rng.uniform(-0.15, 0.15)
+    s = rng.uniform(0.9, 1.05)
+    tx, ty = rng.uniform(-1.5, 1.5, size=2)
+    a = math.cos(angle) / s
+    b = (math.sin(angle) + shear) / s
+    d = -math.sin(angle) / s
+    e = math.cos(angle) / s
+    c0 = _RENDER / 2
+    # PIL maps output (x, y) to input (a x + b y + c, d x + e y + f).
+    coeffs = (a, b, c0 - a * c0 - b * c0 - tx, d, e, c0 - d * c0 - e * c0 - ty)
+    square = square.transform(square.size, Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    ink = np.asarray(square, dtype=np.float32) / 255.0
+    ink = ink.reshape(RESOLUTION, 4, RESOLUTION, 4).mean(axis=(1, 3))  # 4x4 box filter
+    # load_digits stores integer grey levels 0..16; quantise the same way.
+    return np.round(np.clip(ink * 1.6, 0.0, 1.0) * 16.0) / 16.0
+
+
+@functools.lru_cache(maxsize=None)
+def _typeset_all(chars: str, per_class: int, seed: int) -> ImageData:
+    rng = np.random.default_rng(seed)
+    images, labels, styles = [], [], []
+    for label, char in enumerate(chars):
+        for i in range(per_class):
+            font_file, family, weight = FONTS[i % len(FONTS)]
+            images.append(_render_glyph(char, font_file, rng))
+            labels.append(label)
+            styles.append(f"{family}-{weight}")
+    x = torch.from_numpy(np.stack(images)).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    return ImageData(x * 2.0 - 1.0, torch.tensor(labels, dtype=torch.int64), tuple(styles))
+
+
+def _check_per_class(per_class: int) -> None:
+    if not isinstance(per_class, int) or per_class < 5:
+        raise ValueError(f"per_class must be an integer >= 5, got {per_class!r}")
+
+
+def typeset_digits(split: str = "train", *, seed: int = 0, per_class: int = 180) -> ImageData:
+    """Digits 0-9 typeset in the fonts matplotlib ships (:data:`FONTS`), jittered, 8x8.
+
+    Each glyph is drawn at 32x32 with a random rotation (+-10 deg), shear (+-0.15),
+    scale (0.9-1.05) and shift (+-1.5 px), averaged over 4x4 blocks and quantised to 17
+    grey levels like ``load_digits``. Fonts cycle through :data:`FONTS`.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        seed: seed of the jitter and of the split.
+        per_class: images per digit (default 180, about as many as the handwritten set).
+    """
+    _check_split(split)
+    _check_per_class(per_class)
+    return _take(_typeset_all("0123456789", per_class, seed), split, seed)
+
+
+def typeset_letters(split: str = "train", *, seed: int = 0, per_class: int = 180) -> ImageData:
+    """Capital letters A-J (labels 0-9) from the same renderer as :func:`typeset_digits`."""
+    _check_split(split)
+    _check_per_class(per_class)
+    return _take(_typeset_all("ABCDEFGHIJ", per_class, seed), split, seed)
+
+
+TOY_NAMES = ("moons", "ring")
+
+
+def toy_2d(name: str, n: int, *, seed: int = 0) -> torch.Tensor:
+    """2-D toy distributions, ``(n, 2)`` float32, roughly inside ``[-1, 1]^2``.
+
+    Args:
+        name: ``"moons"`` (scikit-learn's two moons, noise 0.05, rescaled) or ``"ring"``
+            (8 Gaussians of std 0.05 evenly spaced on a circle of radius 0.8).
+        n: number of points, >= 1.
+        seed: random seed.
+    """
+    if name not in TOY_NAMES:
+        raise ValueError(f"name must be one of {TOY_NAMES}, got {name!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    rng = np.random.default_rng(seed)
+    if name == "moons":
+        from sklearn.datasets import make_moons
+
+        pts, _ = make_moons(n, noise=0.05, random_state=seed)
+        pts = (pts - np.array([0.5, 0.25])) / np.array([1.5, 1.0]) * 0.9
+    else:
+        k = rng.integers(0, 8, size=n)
+        angle = 2 * np.pi * k / 8
+        pts = 0.8 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        pts = pts + 0.05 * rng.standard_normal((n, 2))
+    return torch.from_numpy(pts.astype(np.float32))

@@ -1,0 +1,205 @@
+"""Training loops of the model zoo, and the command that rebuilds a checkpoint.
+
+    python -m dpmlatent.train NAME [--steps N] [--threads T] [--root DIR]
+
+rebuilds ``checkpoints/NAME`` from scratch with the seed stored in :data:`dpmlatent.zoo.ZOO`
+(same command, same seed, same thread count -> the same weights on the same machine).
+
+Diffusion loss (Ho et al. 2020, "simple" objective): for ``x0`` from the data,
+``t ~ U{0..T-1}``, ``eps ~ N(0, I)``, ``x_t = scheduler.add_noise(x0, eps, t)``,
+minimise ``|| eps - eps_theta(x_t, t) ||^2``. The shipped weights are an exponential
+moving average (EMA) of the trained ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import data, zoo
+
+__all__ = ["DATASETS", "training_data", "TrainResult", "train_diffusion", "train_classifier",
+           "accuracy", "build", "main"]
+
+DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed")
+
+
+def training_data(dataset: str, split: str = "train") -> data.ImageData:
+    """The images a zoo model is trained on (``"digits-mixed"`` = handwritten + typeset)."""
+    if dataset == "handwritten":
+        return data.handwritten_digits(split)
+    if dataset == "typeset-digits":
+        return data.typeset_digits(split)
+    if dataset == "typeset-letters":
+        return data.typeset_letters(split)
+    if dataset == "digits-mixed":
+        a, b = data.handwritten_digits(split), data.typeset_digits(split)
+        return data.ImageData(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]),
+                              a.styles + b.styles)
+    raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """``model``: the trained (EMA) model in eval mode; ``losses``: loss per step."""
+
+    model: torch.nn.Module
+    losses: list[float]
+
+
+def _check_steps(steps: int, batch_size: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def train_diffusion(unet, scheduler, images: torch.Tensor, *, steps: int,
+                    batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999,
+                    seed: int = 0, progress: bool = True) -> TrainResult:
+    """Train ``unet`` (in place) to predict the noise added by ``scheduler.add_noise``.
+
+    Args:
+        unet: a diffusers ``UNet2DModel``; training runs on its device.
+        scheduler: a diffusers scheduler with ``add_noise`` and ``num_train_timesteps``;
+            only epsilon-prediction is supported here.
+        images: ``(N, C, H, W)`` training images in ``[-1, 1]``.
+        steps: optimiser steps; batch_size: images per step; lr: AdamW learning rate.
+        ema_decay: decay of the weight average that is returned, in ``[0, 1)``.
+        seed: seeds batches, timesteps and noise.
+        progress: tqdm bar with the running loss.
+
+    Returns:
+        :class:`TrainResult` with the EMA copy of the UNet and the per-step losses.
+    """
+    _check_steps(steps, batch_size)
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError("train_diffusion trains epsilon-prediction models only; got "
+                         f"prediction_type={scheduler.config.prediction_type!r}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    device = unet.device
+    gen = torch.Generator().manual_seed(seed)
+    images = images.to(device)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    unet.train()
+    losses = []
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        x0 = images[idx.to(device)]                                           # (B, C, H, W)
+        t = torch.randint(scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        xt = scheduler.add_noise(x0, eps, t.to(device))
+        loss = F.mse_loss(unet(xt, t.to(device)).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), unet.parameters()):
+                p_ema.lerp_(p, 1.0 - ema_decay)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    unet.eval()
+    return TrainResult(ema, losses)
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by -1..1 pixels (background -1 fills the border)."""
+    padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
+    dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
+    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def train_classifier(model, train: data.ImageData, *, steps: int, batch_size: int = 128,
+                     lr: float = 1e-3, seed: int = 0, progress: bool = True) -> TrainResult:
+    """Cross-entropy training of a classifier, with +-1 pixel shift augmentation."""
+    _check_steps(steps, batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(len(train.labels), (batch_size,), generator=gen)
+        x = _shift(train.images[idx], gen).to(device)
+        loss = F.cross_entropy(model(x), train.labels[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    return TrainResult(model.eval(), losses)
+
+
+@torch.no_grad()
+def accuracy(model, test: data.ImageData) -> float:
+    """Fraction of ``test`` images whose arg-max label is right."""
+    pred = model(test.images.to(next(model.parameters()).device)).argmax(1).cpu()
+    return (pred == test.labels).float().mean().item()
+
+
+def build(name: str, *, steps: int | None = None, root=None, progress: bool = True):
+    """Train zoo entry ``name`` from scratch with its seed and write its checkpoint."""
+    entry = zoo.ZOO.get(name)
+    if entry is None:
+        raise ValueError(f"unknown model {name!r}; the zoo has {zoo.names()}")
+    steps = entry.steps if steps is None else steps
+    train = training_data(entry.dataset, "train")
+    start = time.perf_counter()
+    info = {"seed": entry.seed, "steps": steps, "dataset": entry.dataset,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if entry.kind == "diffusion":
+        from diffusers import DDPMPipeline
+
+        scheduler = zoo.make_scheduler()
+        result = train_diffusion(zoo.make_unet(entry.seed), scheduler, train.images,
+                                 steps=steps, seed=entry.seed, progress=progress)
+        write = DDPMPipeline(unet=result.model, scheduler=scheduler).save_pretrained
+    else:
+        from safetensors.torch import save_file
+
+        from .classifier import DigitClassifier
+
+        torch.manual_seed(entry.seed)
+        result = train_classifier(DigitClassifier(), train, steps=steps, seed=entry.seed,
+                                  progress=progress)
+        info["test_accuracy"] = round(accuracy(result.model, training_data(entry.dataset, "test")), 4)
+
+        def write(folder):
+            (folder / "config.json").write_text(
+                json.dumps(dataclasses.asdict(result.model.config), indent=2) + "\n")
+            save_file({k: v.contiguous() for k, v in result.model.state_dict().items()},
+                      folder / "model.safetensors")
+    info["final_loss_mean_last_100"] = round(sum(result.losses[-100:]) / min(100, steps), 5)
+    info["train_seconds"] = round(time.perf_counter() - start, 1)
+    return zoo.save_checkpoint(name, write, info, root)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dpmlatent.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=zoo.names())
+    parser.add_argument("--steps", type=int, default=None, help="override the entry's steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--root", default=None, help="checkpoint folder (default: checkpoints/)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = build(args.name, steps=args.steps, root=args.root)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The model zoo: small models trained here, shipped as checkpoints, rebuildable.
+
+Each diffusion model is stored in diffusers' own pipeline layout, so the real loading
+code path (``DDPMPipeline.from_pretrained``) is what the book uses::
+
+    checkpoints/<name>/model_index.json
+    checkpoints/<name>/unet/{config.json, diffusion_pytorch_model.safetensors}
+    checkpoints/<name>/scheduler/scheduler_config.json
+    checkpoints/<name>/manifest.json      # sha256 of every file + how it was trained
+
+The classifier is ``config.json`` + ``model.safetensors`` + ``manifest.json``.
+Rebuild any entry with ``python -m dpmlatent.train NAME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "ZooEntry", "ZOO", "names", "load", "checkpoint_root", "CheckpointError",
+    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One shipped model: what it is and how ``python -m dpmlatent.train`` rebuilds it."""
+
+    name: str
+    kind: str          # "diffusion" or "classifier"
+    dataset: str       # see dpmlatent.train.DATASETS
+    seed: int
+    steps: int
+    description: str
+
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in (
+    ZooEntry("ddpm-handwritten", "diffusion", "handwritten", 0, 6000,
+             "DDPM on scikit-learn's handwritten digits (train split)"),
+    ZooEntry("ddpm-typeset", "diffusion", "typeset-digits", 0, 6000,
+             "DDPM on digits typeset in matplotlib's fonts (train split)"),
+    ZooEntry("digit-classifier", "classifier", "digits-mixed", 0, 3000,
+             "CNN classifier of digits 0-9, trained on handwritten + typeset digits"),
+)}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing or corrupted; the message says how to rebuild it."""
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Names of the shipped models, optionally only those of ``kind`` ("diffusion"/"classifier")."""
+    if kind not in (None, "diffusion", "classifier"):
+        raise ValueError(f"kind must be None, 'diffusion' or 'classifier', got {kind!r}")
+    return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
+
+
+def checkpoint_root() -> Path:
+    """``$DPMLATENT_CHECKPOINTS`` if set, else the repository's ``checkpoints/`` folder."""
+    env = os.environ.get("DPMLATENT_CHECKPOINTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ValueError(f"unknown model {name!r}; the zoo has {names()}")
+    return ZOO[name]
+
+
+def unet_config() -> dict:
+    """The ``UNet2DModel`` of every zoo diffusion model: 8x8x1, 1.1M parameters.
+
+    Channels (32, 64, 64), one ResNet layer per block, self-attention only at 2x2.
+    """
+    return dict(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=32,
+    )
+
+
+def make_unet(seed: int = 0):
+    """A freshly initialised zoo ``UNet2DModel`` (weights drawn from ``seed``)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**unet_config())
+
+
+def make_scheduler():
+    """The noise schedule stored with every zoo model: 1000-step cosine DDPM, eps-prediction.
+
+    Load it as a ``DDIMScheduler`` with ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+    """
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="epsilon", clip_sample=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(name: str, write, info: dict, root: Path | None = None) -> Path:
+    """Write a checkpoint atomically.
+
+    ``write(tmpdir)`` fills a temporary folder next to the target; a ``manifest.json``
+    with the sha256 of every file and ``info`` is added; then the folder is renamed into
+    place, so an interrupted run never leaves a half-written checkpoint.
+    """
+    root = Path(root) if root is not None else checkpoint_root()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        write(tmp)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {"name": name, "rebuild": f"python -m dpmlatent.train {name}", **info,
+                    "sha256": {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
+            os.replace(target, old / name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def verify(name: str, root: Path | None = None) -> Path:
+    """Check that ``name``'s files exist and match its manifest; return its folder.
+
+    Raises:
+        CheckpointError: naming the missing or corrupted file and the rebuild command.
+    """
+    _entry(name)
+    folder = (Path(root) if root is not None else checkpoint_root()) / name
+    fix = f"rebuild it with `python -m dpmlatent.train {name}`"
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {name!r} is missing: {manifest_path} not found; {fix}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected = manifest["sha256"]
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {name!r} is corrupted: {manifest_path} is not a "
+                              f"valid manifest ({err}); {fix}") from err
+    for rel, digest in expected.items():
+        path = folder / rel
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {name!r} is missing {path}; {fix}")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"checkpoint {name!r} is corrupted: {path} does not match "
+                                  f"the sha256 in its manifest; {fix}")
+    return folder
+
+
+def load(name: str, *, device: torch.device | str | None = None,
+         dtype: torch.dtype | None = None, root: Path | None = None):
+    """Load a shipped model in eval mode, after checking its files.
+
+    Returns:
+        For a diffusion model, a diffusers ``DDPMPipeline`` (``.unet``, ``.scheduler``)
+        loaded with ``DDPMPipeline.from_pretrained``; for the classifier, a
+        :class:`dpmlatent.classifier.DigitClassifier`.
+
+    Raises:
+        ValueError: unknown name.
+        CheckpointError: missing or corrupted file (the message names the file and the
+            command that rebuilds it).
+    """
+    entry = _entry(name)
+    folder = verify(name, root)
+    if entry.kind == "diffusion":
+        from diffusers import DDPMPipeline
+
+        model = DDPMPipeline.from_pretrained(folder)
+        model.unet.eval()
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model
+    from safetensors.torch import load_file
+
+    from .classifier import ClassifierConfig, DigitClassifier
+
+    config = ClassifierConfig(**json.loads((folder / "config.json").read_text()))
+    model = DigitClassifier(config)
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    return model.to(device=device, dtype=dtype).eval()

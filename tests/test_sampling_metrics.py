@@ -1,0 +1,53 @@
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from dpmlatent import metrics, zoo
+from dpmlatent.classifier import DigitClassifier
+from dpmlatent.sampling import sample
+
+
+def test_sample_shape_and_reproducible(tiny_unet):
+    sched = DDIMScheduler.from_config(zoo.make_scheduler().config)
+    a = sample(tiny_unet, sched, 5, num_inference_steps=4, generator=torch.Generator().manual_seed(1),
+               batch_size=2, progress=False)
+    b = sample(tiny_unet, sched, 5, num_inference_steps=4, generator=torch.Generator().manual_seed(1),
+               batch_size=2, progress=False)
+    assert a.shape == (5, 1, 8, 8) and torch.equal(a, b)
+    assert a.abs().max() <= 1.0 + 1e-6  # the schedule clips x0
+
+
+def test_sample_with_ddpm_scheduler_and_bad_args(tiny_unet):
+    sched = DDPMScheduler.from_config(zoo.make_scheduler().config)
+    x = sample(tiny_unet, sched, 2, num_inference_steps=3, progress=False,
+               generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="eta"):
+        sample(tiny_unet, sched, 2, num_inference_steps=3, eta=0.5, progress=False)
+    with pytest.raises(ValueError, match="num_samples"):
+        sample(tiny_unet, sched, 0, progress=False)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample(tiny_unet, sched, 1, num_inference_steps=0, progress=False)
+
+
+def test_frechet_distance_properties():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2000, 4, generator=g)
+    b = torch.randn(2000, 4, generator=g)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.frechet_distance(a, b) < 0.05
+    # shifting the mean by 1 in every coordinate adds |mu|^2 = 4
+    assert metrics.frechet_distance(a, b + 1.0) == pytest.approx(4.0, abs=0.1)
+    with pytest.raises(ValueError):
+        metrics.frechet_distance(a, torch.randn(10, 3))
+
+
+def test_quality_row_counts():
+    clf = DigitClassifier().eval()
+    x = torch.rand(32, 1, 8, 8) * 2 - 1
+    row = metrics.quality_row("random", x, clf, x)
+    assert sum(row.class_fractions) == pytest.approx(1.0)
+    assert 0 <= row.confident <= 1 and row.frechet == pytest.approx(0.0, abs=1e-3)
+    assert "random" in metrics.format_table([row])
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.quality_row("x", x, clf, x, threshold=1.5)

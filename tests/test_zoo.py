@@ -1,0 +1,108 @@
+import json
+
+import pytest
+import torch
+from diffusers import DDPMPipeline
+
+from dpmlatent import train, zoo
+from dpmlatent.classifier import DigitClassifier
+
+
+def _save_pipe(tmp_path, unet):
+    pipe = DDPMPipeline(unet=unet, scheduler=zoo.make_scheduler())
+    return zoo.save_checkpoint("ddpm-handwritten", pipe.save_pretrained, {"seed": 0}, tmp_path)
+
+
+def test_diffusion_round_trip_identical_outputs(tmp_path, tiny_unet):
+    _save_pipe(tmp_path, tiny_unet)
+    pipe = zoo.load("ddpm-handwritten", root=tmp_path)
+    assert not pipe.unet.training
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([10, 500, 999])
+    with torch.no_grad():
+        assert torch.equal(pipe.unet(x, t).sample, tiny_unet(x, t).sample)
+    assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    manifest = json.loads((tmp_path / "ddpm-handwritten" / "manifest.json").read_text())
+    assert manifest["rebuild"] == "python -m dpmlatent.train ddpm-handwritten"
+
+
+def test_classifier_round_trip(tmp_path):
+    result = train.train_classifier(DigitClassifier(), train.training_data("digits-mixed"),
+                                    steps=3, progress=False)
+    train_dir = tmp_path
+    from safetensors.torch import save_file
+
+    def write(folder):
+        (folder / "config.json").write_text(json.dumps({"num_classes": 10, "width": 32,
+                                                        "feature_dim": 128, "dropout": 0.2}))
+        save_file(result.model.state_dict(), folder / "model.safetensors")
+
+    zoo.save_checkpoint("digit-classifier", write, {}, train_dir)
+    loaded = zoo.load("digit-classifier", root=train_dir)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))
+
+
+def test_corrupted_checkpoint_names_file_and_command(tmp_path, tiny_unet):
+    folder = _save_pipe(tmp_path, tiny_unet)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-10] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(zoo.CheckpointError) as err:
+        zoo.load("ddpm-handwritten", root=tmp_path)
+    msg = str(err.value)
+    assert "corrupted" in msg and str(weights) in msg
+    assert "python -m dpmlatent.train ddpm-handwritten" in msg
+
+
+def test_missing_checkpoint(tmp_path, tiny_unet):
+    with pytest.raises(zoo.CheckpointError, match="python -m dpmlatent.train ddpm-typeset"):
+        zoo.load("ddpm-typeset", root=tmp_path)
+    folder = _save_pipe(tmp_path, tiny_unet)
+    (folder / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(zoo.CheckpointError, match="scheduler_config.json"):
+        zoo.load("ddpm-handwritten", root=tmp_path)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, tiny_unet):
+    _save_pipe(tmp_path, tiny_unet)
+    before = (tmp_path / "ddpm-handwritten" / "manifest.json").read_text()
+
+    def crash(folder):
+        (folder / "half.bin").write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        zoo.save_checkpoint("ddpm-handwritten", crash, {}, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ddpm-handwritten"]
+    assert (tmp_path / "ddpm-handwritten" / "manifest.json").read_text() == before
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="unknown model"):
+        zoo.load("stable-diffusion")
+    with pytest.raises(ValueError, match="kind"):
+        zoo.names("gan")
+
+
+def test_rebuild_command_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main(["ddpm-handwritten", "--steps", "2", "--root", str(a)])
+    train.main(["ddpm-handwritten", "--steps", "2", "--root", str(b)])
+    ma = json.loads((a / "ddpm-handwritten" / "manifest.json").read_text())["sha256"]
+    mb = json.loads((b / "ddpm-handwritten" / "manifest.json").read_text())["sha256"]
+    assert ma == mb
+    pipe = zoo.load("ddpm-handwritten", root=a)
+    assert sum(p.numel() for p in pipe.unet.parameters()) > 1_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.names())
+def test_shipped_checkpoints_load_and_fit_budget(name):
+    folder = zoo.verify(name)
+    for f in folder.rglob("*"):
+        assert f.stat().st_size <= 5 * 2**20, f
+    model = zoo.load(name)
+    unet = getattr(model, "unet", None)
+    assert (unet if unet is not None else model).training is False
