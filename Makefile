@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: install book test unit nbval execute zoo quality clean
+.PHONY: install book book-offline check-book test unit nbval execute zoo quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ install: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# A self-contained HTML copy (local MathJax and widget manager, fetched with npm pack).
+book-offline: $(STAMP)
+	$(BIN)/python tools/book_offline.py
+
+# Every TOC page of the offline build in headless Chromium; screenshots in _build/screenshots.
+check-book: book-offline
+	$(BIN)/python tools/check_book.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider

@@ -1,0 +1,86 @@
+"""The published chapters: stored executed, error-free, and launchable from our repository."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = _toc_files()
+    assert NOTEBOOKS, "no notebooks found"
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.stem}" in toc, f"{nb.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_are_complete_and_error_free(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for i, cell in enumerate(code):
+        assert cell["execution_count"] is not None, f"{path.name}: code cell {i} was never executed"
+        for out in cell["outputs"]:
+            assert out["output_type"] != "error", f"{path.name}: code cell {i} stored an error"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: not executed top to bottom"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_clones_our_repository(path):
+    nb = json.loads(path.read_text())
+    setup = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    src = "".join(setup["source"])
+    match = re.search(r'REPO = "([^"]+)"', src)
+    assert match, f"{path.name}: the first code cell has no REPO = ... line"
+    assert match.group(1) == CONFIG["repository"]["url"]
+    assert "setup(" in src
+
+
+@pytest.fixture(scope="session")
+def built_html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n",
+                           "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+def _git_files():
+    proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(proc.stdout.split())
+
+
+def test_book_builds_without_warnings_and_launch_links_are_ours(built_html):
+    repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    branch = CONFIG["repository"]["branch"]
+    tracked = _git_files()
+    for nb in NOTEBOOKS:
+        page = (built_html / "notebooks" / f"{nb.stem}.html").read_text()
+        colab = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', page)
+        binder = re.findall(r'href="(https://mybinder\.org/[^"]+)"', page)
+        assert colab and binder, f"{nb.name}: launch buttons missing"
+        path = f"notebooks/{nb.name}"
+        assert colab == [f"https://colab.research.google.com/github/{repo}/blob/{branch}/{path}"]
+        assert binder == [f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=lab/tree/{path}"]
+        assert path in tracked, f"{path} is not tracked by git"
+
+
+def test_no_script_is_declared_twice(built_html):
+    for page in built_html.rglob("*.html"):
+        scripts = re.findall(r"<script>(.*?)</script>", page.read_text(), flags=re.S)
+        dupes = {s for s in scripts if scripts.count(s) > 1}
+        assert not dupes, f"{page.name}: repeated inline scripts {sorted(dupes)[:1]}"
