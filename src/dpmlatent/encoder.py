@@ -1,0 +1,197 @@
+"""DPM-Encoder: map a real image to a latent code that the sampler decodes back exactly.
+
+Wu & De la Torre, Sec. 3.2. For the timesteps ``t_1 > ... > t_S`` of the sampler:
+
+1. ``x_{t_1} ~ q(x_{t_1} | x_0)``                         (``scheduler.add_noise``);
+2. for each step ``i``: ``x_{t_{i+1}} ~ q(x_{t_{i+1}} | x_{t_i}, x_0)``, the posterior *of the
+   same sampler* — computed with the scheduler's own ``step`` fed the output a perfect
+   model would give for this ``x_0`` — except that the last target is ``x_0`` itself;
+3. ``eps_i = (x_{t_{i+1}} - mu_theta(x_{t_i}, t_i)) / sigma_{t_i}``, where ``mu_theta`` is the
+   scheduler step with zero injected noise, i.e. the decoder's own computation.
+
+Decoding the code replays step 3 forwards, so ``decode(dpm_encode(x0)) == x0`` up to
+floating-point rounding.
+
+**Deterministic last step.** In many diffusers configurations the last step has
+``sigma = 0`` (``DDPMScheduler`` always; ``DDIMScheduler`` with ``set_alpha_to_one=True``, or
+with a final timestep 0 whose "previous" alpha equals its own). There, no noise can steer
+the last step, so instead of a posterior sample the encoder targets the ``x_{t_S}`` whose
+deterministic step lands on ``x_0``: it solves ``mu_theta(x, t_S) = x_0`` by fixed-point
+iteration ``x <- x + (x_0 - mu_theta(x, t_S)) / g`` (``g`` is the step's own gain on ``x``).
+This is exact (to rounding) whenever the step depends on ``x`` (epsilon or v prediction);
+with ``prediction_type="sample"`` and ``alpha_prev = 1`` the last step ignores ``x`` and
+returns the network's output, so no code reproduces ``x_0`` exactly: the encoder then
+raises a ``ValueError`` saying so. The noise stored for such a step is 0 (it has no effect).
+
+:func:`ddim_invert` is the deterministic baseline (DDIM / ODE inversion), exact only in
+the limit of many steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from .latent import (LatentCode, _check_unet_input, check_scheduler, decode, denoiser_output,
+                     sampling_timesteps, step_with_noise)
+
+__all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma",
+           "ddim_invert", "ddim_decode"]
+
+
+def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
+    """What an ideal denoiser outputs at ``(x_t, t)`` if the clean image is ``x0``.
+
+    ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``; returned as ``eps``, ``x0`` or
+    ``v = scheduler.get_velocity(x0, eps, t)`` according to ``prediction_type``.
+    """
+    abar = scheduler.alphas_cumprod.to(device=xt.device)[t].to(xt.dtype)
+    eps = (xt - abar.sqrt() * x0) / (1 - abar).sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return eps
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, eps, torch.full((len(x0),), int(t), device=x0.device))
+    raise ValueError(f"prediction_type {kind!r} is not supported (epsilon, v_prediction, sample)")
+
+
+def posterior_sample(scheduler, x0, xt, t, noise, eta: float) -> torch.Tensor:
+    """``x_prev ~ q(x_prev | x_t, x0)`` of the sampler: its step fed the ideal output."""
+    return step_with_noise(scheduler, perfect_model_output(scheduler, x0, xt, t), t, xt, noise, eta)
+
+
+def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
+    """``sigma_t`` of the step from ``t``, read off the scheduler's step (bit-exact):
+    with ``x = 0`` and model output ``0`` the step returns ``sigma_t * noise``."""
+    zeros = torch.zeros_like(like)
+    return step_with_noise(scheduler, zeros, t, zeros, torch.ones_like(like), eta)
+
+
+def _solve_last_step(unet, scheduler, t, x0, x, eta, guidance, max_iter: int = 100):
+    """Find ``x`` with ``mu_theta(x, t) = x0`` for a deterministic (sigma = 0) last step."""
+    zeros = torch.zeros_like(x0)
+    gain = step_with_noise(scheduler, zeros, t, torch.ones_like(x0), zeros, eta)  # d mu / d x at fixed output
+    if gain.abs().min() < 1e-3:
+        raise ValueError(
+            f"the last step (t={int(t)}) is deterministic and does not depend on x_t "
+            f"(prediction_type={scheduler.config.prediction_type!r}, gain {gain.abs().min():.2g}): no "
+            "latent code reproduces x0 exactly. Use a scheduler whose last step is stochastic, e.g. "
+            "DDIMScheduler(set_alpha_to_one=False, steps_offset=1) with eta > 0")
+    best, best_err = x, float("inf")
+    tol = 8 * torch.finfo(x.dtype).eps
+    for _ in range(max_iter):
+        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
+        resid = x0 - step_with_noise(scheduler, out, t, x, zeros, eta)
+        err = resid.abs().max().item()
+        if err < best_err:
+            best, best_err = x, err
+        if err <= tol or err > 10 * best_err:  # converged, or diverging
+            break
+        x = x + resid / gain
+    return best
+
+
+def _check_x0(unet, x0: torch.Tensor) -> None:
+    _check_unet_input(unet, x0, "x0")
+    if not torch.is_floating_point(x0):
+        raise TypeError(f"x0 must be a floating-point tensor, got {x0.dtype}")
+    lo, hi = x0.min().item(), x0.max().item()
+    if lo < -1 - 1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"x0 must take values in [-1, 1] (images scaled as x / 127.5 - 1); got [{lo:.4g}, {hi:.4g}]")
+
+
+@torch.no_grad()
+def dpm_encode(unet, scheduler, x0: torch.Tensor, *, eta: float, num_inference_steps: int,
+               strength: float = 1.0, generator: torch.Generator | None = None, cond=None,
+               uncond=None, guidance_scale: float = 1.0, progress: bool = False) -> LatentCode:
+    """DPM-Encoder: a latent code ``z`` with ``decode(unet, scheduler, z, eta=eta) == x0``.
+
+    Args:
+        unet: ``UNet2DModel`` or ``UNet2DConditionModel`` (with ``cond``).
+        scheduler: ``DDIMScheduler`` (eta in (0, 1]) or ``DDPMScheduler`` (eta = 1).
+        x0: ``(B, C, H, W)`` images in ``[-1, 1]``, on the UNet's device; float32 or float64.
+        eta: stochasticity of the sampler, in (0, 1]; ``eta = 0`` has no stochastic latent.
+        num_inference_steps: >= 1. strength: in (0, 1], the fraction of steps encoded
+            (``x_start`` is then ``x_{t0}`` with ``t0`` the first timestep run).
+        generator: for ``x_{t0} ~ q(x_{t0} | x0)`` and the posterior samples, drawn in step order.
+        cond, uncond, guidance_scale: conditioning and classifier-free guidance, exactly as
+            the decoder will use them.
+
+    Returns:
+        :class:`~dpmlatent.latent.LatentCode` on ``x0``'s device and dtype.
+
+    Raises:
+        ValueError: ``eta = 0`` (use :func:`ddim_invert`), x0 outside [-1, 1], wrong channels,
+            bad strength/steps, or a deterministic last step that cannot reach ``x0``.
+        TypeError: unsupported scheduler or non-float ``x0``.
+    """
+    if eta == 0:
+        raise ValueError("eta=0 is deterministic DDIM: it has no stochastic latent to encode into. "
+                         "Use dpmlatent.encoder.ddim_invert for DDIM (ODE) inversion, or eta in (0, 1]")
+    check_scheduler(scheduler, eta)
+    _check_x0(unet, x0)
+    timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
+    guidance = dict(cond=cond, uncond=uncond, guidance_scale=guidance_scale)
+    draw = lambda: randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
+    sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
+    if any((s == 0).any() for s in sigmas[:-1]):
+        raise ValueError("an intermediate step of this scheduler has sigma = 0; only the last may")
+    last_deterministic = bool((sigmas[-1] == 0).all())
+    t_start = timesteps[:1].repeat(len(x0)).to(x0.device)
+    x = scheduler.add_noise(x0, draw(), t_start)                            # x_{t0} ~ q(x_{t0} | x0)
+    if last_deterministic and len(timesteps) == 1:
+        x = _solve_last_step(unet, scheduler, timesteps[0], x0, x, eta, guidance)
+    x_start, noises = x, []
+    for i, t in enumerate(tqdm(timesteps, desc="dpm_encode", disable=not progress)):
+        if i == len(timesteps) - 1 and last_deterministic:
+            noises.append(torch.zeros_like(x0))  # no effect: x was chosen so that this step gives x0
+            break
+        if i == len(timesteps) - 1:
+            target = x0                                                     # land exactly on x0
+        else:
+            target = posterior_sample(scheduler, x0, x, t, draw(), eta)     # x_prev ~ q(x_prev | x_t, x0)
+            if last_deterministic and i == len(timesteps) - 2:
+                target = _solve_last_step(unet, scheduler, timesteps[-1], x0, target, eta, guidance)
+        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
+        mu = step_with_noise(scheduler, out, t, x, torch.zeros_like(x0), eta)
+        eps = (target - mu) / sigmas[i]
+        noises.append(eps)
+        x = step_with_noise(scheduler, out, t, x, eps, eta)  # what the decoder will compute
+    return LatentCode(x_start, torch.stack(noises), timesteps, num_inference_steps)
+
+
+@torch.no_grad()
+def ddim_invert(unet, scheduler, x0: torch.Tensor, *, num_inference_steps: int, strength: float = 1.0,
+                cond=None, uncond=None, guidance_scale: float = 1.0, progress: bool = False) -> LatentCode:
+    """Deterministic DDIM (ODE) inversion, the baseline of DDIB and many editing tutorials.
+
+    Runs diffusers' ``DDIMInverseScheduler`` (same config) up the timesteps the sampler
+    comes down, evaluating the model at each target timestep (the usual approximation
+    ``eps_theta(x_{t-1}, t) ~ eps_theta(x_t, t)``), so ``ddim_decode`` of the result is
+    only approximately ``x0``; the error shrinks with more steps.
+
+    Returns:
+        A :class:`~dpmlatent.latent.LatentCode` with zero noises, to decode with ``eta = 0``.
+    """
+    _check_x0(unet, x0)
+    timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
+    inverse = DDIMInverseScheduler.from_config(scheduler.config)
+    inverse.set_timesteps(num_inference_steps)
+    x = x0
+    for t in tqdm(timesteps.flip(0), desc="ddim_invert", disable=not progress):
+        out = denoiser_output(unet, x, t, cond=cond, uncond=uncond, guidance_scale=guidance_scale)
+        x = inverse.step(out, t, x).prev_sample
+    return LatentCode(x, torch.zeros((len(timesteps), *x0.shape), dtype=x0.dtype, device=x0.device),
+                      timesteps, num_inference_steps)
+
+
+def ddim_decode(unet, scheduler, z: LatentCode, *, cond=None, uncond=None, guidance_scale: float = 1.0,
+                progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM decoding (``eta = 0``) with a ``DDIMScheduler`` of the same config."""
+    ddim = scheduler if isinstance(scheduler, DDIMScheduler) else DDIMScheduler.from_config(scheduler.config)
+    return decode(unet, ddim, z, eta=0.0, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
+                  progress=progress)

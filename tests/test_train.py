@@ -1,0 +1,50 @@
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from dpmlatent import train, zoo
+from dpmlatent.classifier import DigitClassifier
+
+
+def test_diffusion_loss_falls_and_ema_is_returned(tiny_unet):
+    images = train.training_data("handwritten").images[:256]
+    result = train.train_diffusion(tiny_unet, zoo.make_scheduler(), images, steps=60,
+                                   batch_size=32, lr=2e-3, progress=False)
+    losses = torch.tensor(result.losses)
+    assert len(losses) == 60 and losses[-10:].mean() < 0.7 * losses[:10].mean()
+    assert result.model is not tiny_unet and not result.model.training
+    assert not any(p.requires_grad for p in result.model.parameters())
+
+
+def test_training_is_reproducible(tiny_unet):
+    import copy
+
+    images = train.training_data("typeset-digits").images[:64]
+    a = train.train_diffusion(copy.deepcopy(tiny_unet), zoo.make_scheduler(), images, steps=3,
+                              batch_size=8, seed=5, progress=False)
+    b = train.train_diffusion(copy.deepcopy(tiny_unet), zoo.make_scheduler(), images, steps=3,
+                              batch_size=8, seed=5, progress=False)
+    assert a.losses == b.losses
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_bad_training_arguments(tiny_unet):
+    images = torch.zeros(4, 1, 8, 8)
+    with pytest.raises(ValueError, match="steps"):
+        train.train_diffusion(tiny_unet, zoo.make_scheduler(), images, steps=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train.train_diffusion(tiny_unet, zoo.make_scheduler(), images, steps=1, ema_decay=1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        train.train_diffusion(tiny_unet, DDPMScheduler(prediction_type="v_prediction"), images, steps=1)
+    with pytest.raises(ValueError, match="dataset"):
+        train.training_data("cifar10")
+    with pytest.raises(ValueError, match="batch_size"):
+        train.train_classifier(DigitClassifier(), train.training_data("handwritten"), steps=1, batch_size=0)
+
+
+def test_classifier_learns_quickly():
+    data = train.training_data("digits-mixed")
+    torch.manual_seed(0)
+    result = train.train_classifier(DigitClassifier(), data, steps=150, progress=False)
+    assert train.accuracy(result.model, train.training_data("handwritten", "test")) > 0.7
