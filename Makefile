@@ -44,6 +44,7 @@ execute: $(STAMP)
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
+	$(BIN)/python tools/readme_figure.py
 
 # Rebuild every shipped checkpoint from scratch (about 40 min per diffusion model on 2 cores).
 zoo: $(STAMP)

@@ -19,3 +19,23 @@ def tiny_unet():
                        block_out_channels=(8, 16), norm_num_groups=4,
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8).eval()
+
+
+@pytest.fixture
+def tiny_cond_unet():
+    """A seeded random UNet2DConditionModel (cross-attention on 8-dim 'text' states)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=8,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                attention_head_dim=2).eval()
+
+
+@pytest.fixture
+def x0():
+    from dpmlatent import data
+
+    return data.handwritten_digits("test").images[:3]

@@ -29,7 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 __all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "sampling_timesteps",
-           "sample_latent", "decode", "denoiser_output", "step_with_noise"]
+           "sample_latent", "decode", "denoiser_output", "step_with_noise", "slerp"]
 
 SUPPORTED_SCHEDULERS = (DDIMScheduler, DDPMScheduler)
 
@@ -226,3 +226,27 @@ def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None
                               guidance_scale=guidance_scale)
         x = step_with_noise(scheduler, out, t, x, noise, eta)
     return x
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between flattened Gaussian codes.
+
+    ``slerp(a, b, w) = sin((1-w) th) / sin(th) * a + sin(w th) / sin(th) * b`` with
+    ``th = angle(a, b)``, so the norm stays near ``sqrt(dim)`` like a Gaussian sample's
+    (a straight line through the middle would shrink it by about ``1/sqrt(2)``).
+
+    Args:
+        a, b: ``(D,)`` flattened codes (``LatentCode.flatten()[i]``).
+        weights: ``(K,)`` interpolation weights in [0, 1].
+
+    Returns:
+        ``(K, D)`` codes.
+    """
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of equal size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    cos = torch.dot(a, b) / (a.norm() * b.norm())
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    w = weights.to(a.dtype).unsqueeze(1)  # (K, 1)
+    if theta.abs() < 1e-6:
+        return (1 - w) * a + w * b
+    return (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / torch.sin(theta)

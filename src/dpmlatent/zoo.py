@@ -192,8 +192,15 @@ def load(name: str, *, device: torch.device | str | None = None,
     folder = verify(name, root)
     if entry.kind == "diffusion":
         from diffusers import DDPMPipeline
+        from diffusers.utils import logging as diffusers_logging
 
-        model = DDPMPipeline.from_pretrained(folder)
+        was_enabled = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # a local load takes milliseconds
+        try:
+            model = DDPMPipeline.from_pretrained(folder)
+        finally:
+            if was_enabled:
+                diffusers_logging.enable_progress_bar()
         model.unet.eval()
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
