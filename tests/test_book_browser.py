@@ -46,3 +46,13 @@ def test_the_check_catches_broken_pages(offline_html, tmp_path):
     kinds = sorted({p.split(":")[0] for p in problems})
     assert kinds == ["TeX error", "image does not decode", "uncaught exception"], problems
     assert len(problems) == 3, problems
+
+
+def test_the_check_catches_math_left_as_raw_tex(offline_html, tmp_path):
+    site = tmp_path / "html"
+    shutil.copytree(offline_html, site)
+    page = site / "book" / "notation.html"
+    page.write_text(page.read_text().replace("mathjax/tex-mml-chtml.js", "mathjax/missing.js"))
+    problems = check_book.check_book(site, ["book/notation.html"])["book/notation.html"]
+    assert any(p.startswith("raw TeX") for p in problems), problems
+    assert any("missing.js" in p for p in problems), problems

@@ -109,3 +109,14 @@ def test_slerp_endpoints_and_norm():
     assert (((a + b) / 2).norm() / 1000 ** 0.5) < 0.8  # the straight line shrinks
     with pytest.raises(ValueError):
         slerp(a, b[:10], torch.tensor([0.5]))
+
+
+def test_decode_callback_sees_every_step(tiny_unet):
+    s = _ddim()
+    z = sample_latent((2, 1, 8, 8), s, 6, eta=0.5, generator=torch.Generator().manual_seed(0))
+    seen = []
+    with torch.no_grad():
+        x = decode(tiny_unet, s, z, eta=0.5, callback=lambda i, t, x: seen.append((i, int(t), x.clone())))
+    assert [i for i, _, _ in seen] == list(range(6))
+    assert [t for _, t, _ in seen] == z.timesteps.tolist()
+    assert torch.equal(seen[-1][2], x)

@@ -48,3 +48,12 @@ def test_classifier_learns_quickly():
     torch.manual_seed(0)
     result = train.train_classifier(DigitClassifier(), data, steps=150, progress=False)
     assert train.accuracy(result.model, train.training_data("handwritten", "test")) > 0.7
+
+
+def test_toy_training_data_and_model_shapes():
+    d = train.training_data("toy-moons")
+    assert d.images.shape == (4000, 2, 1, 1)
+    assert not torch.equal(train.training_data("toy-moons", "test").images[:100], d.images[:100])
+    unet = zoo.make_unet(0, "toy-moons")
+    with torch.no_grad():
+        assert unet(d.images[:5], 10).sample.shape == (5, 2, 1, 1)

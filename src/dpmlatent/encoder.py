@@ -29,6 +29,8 @@ the limit of many steps.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
@@ -82,15 +84,16 @@ def _solve_last_step(unet, scheduler, t, x0, x, eta, guidance, max_iter: int = 1
             "latent code reproduces x0 exactly. Use a scheduler whose last step is stochastic, e.g. "
             "DDIMScheduler(set_alpha_to_one=False, steps_offset=1) with eta > 0")
     best, best_err = x, float("inf")
-    tol = 8 * torch.finfo(x.dtype).eps
+    tol, prev_err = 8 * torch.finfo(x.dtype).eps, float("inf")
     for _ in range(max_iter):
         out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
         resid = x0 - step_with_noise(scheduler, out, t, x, zeros, eta)
         err = resid.abs().max().item()
         if err < best_err:
             best, best_err = x, err
-        if err <= tol or err > 10 * best_err:  # converged, or diverging
+        if err <= tol or err > 0.5 * prev_err:  # converged, or stalled at rounding level
             break
+        prev_err = err
         x = x + resid / gain
     return best
 
@@ -179,7 +182,8 @@ def ddim_invert(unet, scheduler, x0: torch.Tensor, *, num_inference_steps: int, 
     """
     _check_x0(unet, x0)
     timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
-    inverse = DDIMInverseScheduler.from_config(scheduler.config)
+    keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler.config.items() if k in keys})
     inverse.set_timesteps(num_inference_steps)
     x = x0
     for t in tqdm(timesteps.flip(0), desc="ddim_invert", disable=not progress):

@@ -196,7 +196,7 @@ def _check_unet_input(unet, x: torch.Tensor, name: str) -> None:
 
 
 def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None,
-           guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+           guidance_scale: float = 1.0, callback=None, progress: bool = False) -> torch.Tensor:
     """``G(z)``: run the sampler from ``z.x_start`` injecting ``z.noises``.
 
     For each step ``i``: ``x <- step_with_noise(scheduler, eps_theta(x, t_i), t_i, x, z.noises[i], eta)``.
@@ -209,6 +209,8 @@ def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None
             noises are then ignored) or ``DDPMScheduler`` (``eta=1``). Its timesteps are reset.
         z: the latent code (:func:`sample_latent`, :func:`dpmlatent.encoder.dpm_encode`).
         cond, uncond, guidance_scale: see :func:`denoiser_output`.
+        callback: optional ``callback(i, t, x)`` called after step ``i`` with the new ``x``
+            (to record trajectories).
         progress: tqdm bar over the steps.
 
     Returns:
@@ -221,10 +223,13 @@ def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None
         raise ValueError("z.timesteps do not match this scheduler's timesteps for "
                          f"num_inference_steps={z.num_inference_steps}: was z made with another scheduler?")
     x = z.x_start
-    for t, noise in tqdm(list(zip(z.timesteps, z.noises)), desc="decode", disable=not progress):
+    steps = list(zip(z.timesteps, z.noises))
+    for i, (t, noise) in enumerate(tqdm(steps, desc="decode", disable=not progress)):
         out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, cond=cond, uncond=uncond,
                               guidance_scale=guidance_scale)
         x = step_with_noise(scheduler, out, t, x, noise, eta)
+        if callback is not None:
+            callback(i, t, x)
     return x
 
 

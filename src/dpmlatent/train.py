@@ -28,11 +28,12 @@ from . import data, zoo
 __all__ = ["DATASETS", "training_data", "TrainResult", "train_diffusion", "train_classifier",
            "accuracy", "build", "main"]
 
-DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed")
+DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed", "toy-moons", "toy-ring")
 
 
 def training_data(dataset: str, split: str = "train") -> data.ImageData:
-    """The images a zoo model is trained on (``"digits-mixed"`` = handwritten + typeset)."""
+    """The images a zoo model is trained on (``"digits-mixed"`` = handwritten + typeset;
+    ``"toy-*"`` = 2-D points as ``(N, 2, 1, 1)`` images, test split from another seed)."""
     if dataset == "handwritten":
         return data.handwritten_digits(split)
     if dataset == "typeset-digits":
@@ -43,6 +44,12 @@ def training_data(dataset: str, split: str = "train") -> data.ImageData:
         a, b = data.handwritten_digits(split), data.typeset_digits(split)
         return data.ImageData(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]),
                               a.styles + b.styles)
+    if dataset in ("toy-moons", "toy-ring"):
+        data._check_split(split)
+        seed = {"train": 0, "test": 1, "all": 2}[split]
+        pts = data.toy_2d(dataset.removeprefix("toy-"), 4000 if split == "train" else 1000, seed=seed)
+        return data.ImageData(pts[:, :, None, None], torch.zeros(len(pts), dtype=torch.int64),
+                              ("toy",) * len(pts))
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
@@ -160,11 +167,11 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
     start = time.perf_counter()
     info = {"seed": entry.seed, "steps": steps, "dataset": entry.dataset,
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    if entry.kind == "diffusion":
+    if entry.kind in ("diffusion", "diffusion-2d"):
         from diffusers import DDPMPipeline
 
         scheduler = zoo.make_scheduler()
-        result = train_diffusion(zoo.make_unet(entry.seed), scheduler, train.images,
+        result = train_diffusion(zoo.make_unet(entry.seed, entry.dataset), scheduler, train.images,
                                  steps=steps, seed=entry.seed, progress=progress)
         write = DDPMPipeline(unet=result.model, scheduler=scheduler).save_pretrained
     else:

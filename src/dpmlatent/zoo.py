@@ -35,7 +35,7 @@ class ZooEntry:
     """One shipped model: what it is and how ``python -m dpmlatent.train`` rebuilds it."""
 
     name: str
-    kind: str          # "diffusion" or "classifier"
+    kind: str          # one of KINDS
     dataset: str       # see dpmlatent.train.DATASETS
     seed: int
     steps: int
@@ -49,7 +49,11 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "DDPM on digits typeset in matplotlib's fonts (train split)"),
     ZooEntry("digit-classifier", "classifier", "digits-mixed", 0, 3000,
              "CNN classifier of digits 0-9, trained on handwritten + typeset digits"),
+    ZooEntry("ddpm-toy-moons", "diffusion-2d", "toy-moons", 0, 4000,
+             "DDPM on 2-D two moons (each point a 2x1x1 'image'), for trajectory pictures"),
 )}
+
+KINDS = ("diffusion", "diffusion-2d", "classifier")
 
 
 class CheckpointError(RuntimeError):
@@ -57,9 +61,10 @@ class CheckpointError(RuntimeError):
 
 
 def names(kind: str | None = None) -> list[str]:
-    """Names of the shipped models, optionally only those of ``kind`` ("diffusion"/"classifier")."""
-    if kind not in (None, "diffusion", "classifier"):
-        raise ValueError(f"kind must be None, 'diffusion' or 'classifier', got {kind!r}")
+    """Names of the shipped models, optionally only those of ``kind`` (one of :data:`KINDS`:
+    8x8 digit "diffusion" models, the "diffusion-2d" toy model, the "classifier")."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
     return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
 
 
@@ -75,11 +80,18 @@ def _entry(name: str) -> ZooEntry:
     return ZOO[name]
 
 
-def unet_config() -> dict:
-    """The ``UNet2DModel`` of every zoo diffusion model: 8x8x1, 1.1M parameters.
+def unet_config(dataset: str = "handwritten") -> dict:
+    """The ``UNet2DModel`` config of the zoo's diffusion models.
 
-    Channels (32, 64, 64), one ResNet layer per block, self-attention only at 2x2.
+    8x8x1 digits: channels (32, 64, 64), one ResNet layer per block, self-attention only at
+    2x2 (1.1M parameters). 2-D toy data (``dataset`` starting with ``"toy-"``): a point is a
+    2x1x1 image and the UNet a single 1x1 level (3x3 convolutions on 1x1 act as linear layers),
+    so the same samplers and encoders run on it unchanged.
     """
+    if dataset.startswith("toy-"):
+        return dict(sample_size=1, in_channels=2, out_channels=2, layers_per_block=2,
+                    block_out_channels=(64,), down_block_types=("DownBlock2D",),
+                    up_block_types=("UpBlock2D",), norm_num_groups=8)
     return dict(
         sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
         block_out_channels=(32, 64, 64),
@@ -89,12 +101,12 @@ def unet_config() -> dict:
     )
 
 
-def make_unet(seed: int = 0):
-    """A freshly initialised zoo ``UNet2DModel`` (weights drawn from ``seed``)."""
+def make_unet(seed: int = 0, dataset: str = "handwritten"):
+    """A freshly initialised zoo ``UNet2DModel`` for ``dataset`` (weights drawn from ``seed``)."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
-    return UNet2DModel(**unet_config())
+    return UNet2DModel(**unet_config(dataset))
 
 
 def make_scheduler():
@@ -190,14 +202,14 @@ def load(name: str, *, device: torch.device | str | None = None,
     """
     entry = _entry(name)
     folder = verify(name, root)
-    if entry.kind == "diffusion":
+    if entry.kind in ("diffusion", "diffusion-2d"):
         from diffusers import DDPMPipeline
         from diffusers.utils import logging as diffusers_logging
 
         was_enabled = diffusers_logging.is_progress_bar_enabled()
         diffusers_logging.disable_progress_bar()  # a local load takes milliseconds
         try:
-            model = DDPMPipeline.from_pretrained(folder)
+            model = DDPMPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
         finally:
             if was_enabled:
                 diffusers_logging.enable_progress_bar()
