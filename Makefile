@@ -30,7 +30,7 @@ check-book: book-offline
 	$(BIN)/python tools/check_book.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider --durations=12
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"
