@@ -40,13 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = (
     re.compile(r"Got invalid theme mode"),                     # theme, first visit
     re.compile(r"fontawesome|\.woff2?|\.ttf|\.eot"),             # html-manager's font 404s
-    re.compile(r"MathJax\.Hub\.Queue|MathJax\.Hub"),             # html-manager assumes MathJax 2
+    # html-manager 1.0.6 calls MathJax 2's MathJax.Hub.Queue, which MathJax 3 does not have
+    re.compile(r"reading 'Queue'\)[\s\S]*html-manager/embed-amd\.js"),
     re.compile(r"favicon\.ico"),                                 # the local server's favicon 404
 )
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1280,900"]
+                  "--hide-scrollbars", "--window-size=1400,1000"]
 
 PAGE_JS = r"""
 (async () => {
@@ -209,6 +210,8 @@ def _event_errors(events: list[dict]) -> list[str]:
 def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> list[str]:
     """Open ``url`` and return the list of problems found (empty when the page is fine)."""
     browser.events.clear()
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1,
+                 mobile=False)
     browser.call("Page.navigate", url=url)
     browser.wait_for("Page.loadEventFired")
     result = browser.call("Runtime.evaluate", expression=PAGE_JS, awaitPromise=True,
@@ -226,7 +229,7 @@ def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> li
         problems.append(f"widgets: {r['widgetsRendered']} of {r['widgetViews']} stored views rendered")
     if screenshot is not None:
         shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": 1280, "height": min(r["height"], 16000),
+                            clip={"x": 0, "y": 0, "width": 1400, "height": min(r["height"], 16000),
                                   "scale": 1})
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
