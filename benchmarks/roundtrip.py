@@ -10,6 +10,8 @@ eta = 0) is shown at several step counts: it is only approximately invertible.
 import argparse
 import time
 
+from diffusers.utils import logging as diffusers_logging
+
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    diffusers_logging.set_verbosity_error()  # float64 casts warn once per call
     if args.model == "tiny":
         unet, base = _tiny_unet(), DDIMScheduler(beta_schedule="squaredcos_cap_v2").config
     else:
@@ -66,13 +69,15 @@ def main() -> None:
             err = (y - x).abs().max().item()
             print(f"{name:<32} {steps:>5} {str(dtype)[6:]:>8} {err:>10.2e} {t_enc:>9.2f} {t_dec:>9.2f}")
     unet.float()
-    for steps in (10, 20, 50, 100, 200):
-        sched = DDIMScheduler.from_config(base)
-        z, t_enc = _timed(lambda: ddim_invert(unet, sched, x0, num_inference_steps=steps))
-        with torch.no_grad():
-            y, t_dec = _timed(lambda: ddim_decode(unet, sched, z))
-        err = (y - x0).abs().max().item()
-        print(f"{'DDIM inversion (eta=0)':<32} {steps:>5} {'float32':>8} {err:>10.2e} {t_enc:>9.2f} {t_dec:>9.2f}")
+    for clip in (True, False):
+        for steps in (10, 20, 50, 100, 200):
+            sched = DDIMScheduler.from_config(base, clip_sample=clip)
+            z, t_enc = _timed(lambda: ddim_invert(unet, sched, x0, num_inference_steps=steps))
+            with torch.no_grad():
+                y, t_dec = _timed(lambda: ddim_decode(unet, sched, z))
+            err = (y - x0).abs().max().item()
+            name = f"DDIM inversion, clip {'on' if clip else 'off'}"
+            print(f"{name:<32} {steps:>5} {'float32':>8} {err:>10.2e} {t_enc:>9.2f} {t_dec:>9.2f}")
 
 
 if __name__ == "__main__":
