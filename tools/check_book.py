@@ -228,9 +228,12 @@ def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> li
     if r["widgetsRendered"] < r["widgetViews"]:
         problems.append(f"widgets: {r['widgetsRendered']} of {r['widgetViews']} stored views rendered")
     if screenshot is not None:
-        shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": 1400, "height": min(r["height"], 16000),
-                                  "scale": 1})
+        # A viewport as tall as the page (captureBeyondViewport re-lays the theme out shifted).
+        height = min(r["height"], 16000)
+        browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=height, deviceScaleFactor=1,
+                     mobile=False)
+        time.sleep(0.3)
+        shot = browser.call("Page.captureScreenshot", format="png")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
     return problems
