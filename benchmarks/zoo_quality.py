@@ -41,7 +41,7 @@ def main() -> None:
                                           progress=False))
         seconds[name] = time.perf_counter() - start
 
-    print(f"classifier held-out accuracy: " + ", ".join(f"{d} {a:.3f}" for d, a in acc.items())
+    print("classifier held-out accuracy: " + ", ".join(f"{d} {a:.3f}" for d, a in acc.items())
           + f"   (bar >= 0.95: {'ok' if min(acc.values()) >= 0.95 else 'FAIL'})")
     print(metrics.format_table(rows))
     print()

@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from dpmlatent.encoder import ddim_decode, ddim_invert, dpm_encode
-from dpmlatent.latent import decode, sample_latent
+from dpmlatent.latent import decode
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
