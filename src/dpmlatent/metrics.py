@@ -3,7 +3,9 @@
 * confident fraction: share of images the classifier labels with ``max_y p(y|x) >= 0.9``;
 * class histogram: share of each arg-max label (mode coverage);
 * Frechet distance (Heusel et al. 2017) between Gaussians fitted to classifier features:
-  ``FD = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``.
+  ``FD = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``;
+* faithfulness of an image to a reference: :func:`psnr` and :func:`ssim`, per image, computed
+  by torchmetrics (on the images' device and dtype).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from .sampling import sample
 
-__all__ = ["frechet_distance", "classify", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "classify", "psnr", "ssim", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -33,6 +35,58 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     covmean = linalg.sqrtm(cov_a @ cov_b)
     covmean = covmean.real  # sqrtm returns tiny imaginary parts from round-off
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * covmean))
+
+
+def _check_pair(images: torch.Tensor, reference: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or not isinstance(reference, torch.Tensor):
+        raise TypeError("images and reference must be torch tensors, got "
+                        f"{type(images).__name__} and {type(reference).__name__}")
+    if images.ndim != 4 or images.shape != reference.shape:
+        raise ValueError("images and reference must both be (N, C, H, W) of the same shape, got "
+                         f"{tuple(images.shape)} and {tuple(reference.shape)}")
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor, *, data_range: float = 2.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio of each image to its reference, in dB.
+
+    ``PSNR = 10 log10(data_range^2 / mean((x - ref)^2))``; ``data_range = 2`` for images in
+    ``[-1, 1]``. Identical images give ``inf``.
+
+    Args:
+        images, reference: ``(N, C, H, W)`` of the same shape.
+
+    Returns:
+        ``(N,)`` PSNR values.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    _check_pair(images, reference)
+    return peak_signal_noise_ratio(images, reference, data_range=data_range, reduction="none",
+                                   dim=(1, 2, 3))
+
+
+def ssim(images: torch.Tensor, reference: torch.Tensor, *, data_range: float = 2.0,
+         kernel_size: int = 7) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) of each image to its reference, in ``[-1, 1]``.
+
+    Gaussian window of ``kernel_size`` (odd, at most the image side; 7 suits 8x8 images),
+    ``data_range = 2`` for images in ``[-1, 1]``.
+
+    Args:
+        images, reference: ``(N, C, H, W)`` of the same shape, ``H, W >= kernel_size``.
+
+    Returns:
+        ``(N,)`` SSIM values (1 for identical images).
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _check_pair(images, reference)
+    side = min(images.shape[-2:])
+    if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0 or kernel_size > side:
+        raise ValueError(f"kernel_size must be an odd integer in [3, {side}] for {side}-pixel images, "
+                         f"got {kernel_size!r}")
+    return structural_similarity_index_measure(images, reference, data_range=data_range,
+                                               kernel_size=kernel_size, reduction="none")
 
 
 @torch.no_grad()

@@ -25,25 +25,36 @@ from tqdm.auto import tqdm
 
 from . import data, zoo
 
-__all__ = ["DATASETS", "training_data", "TrainResult", "train_diffusion", "train_classifier",
+__all__ = ["DATASETS", "DOMAINS", "training_data", "TrainResult", "train_diffusion", "train_classifier",
            "accuracy", "build", "main"]
 
-DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed", "toy-moons", "toy-ring")
+DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed", "digits-domain",
+            "toy-moons", "toy-ring")
+
+#: Labels of the ``"digits-domain"`` data set (and of the domain classifier's outputs).
+DOMAINS = ("handwritten", "typeset")
 
 
 def training_data(dataset: str, split: str = "train") -> data.ImageData:
-    """The images a zoo model is trained on (``"digits-mixed"`` = handwritten + typeset;
-    ``"toy-*"`` = 2-D points as ``(N, 2, 1, 1)`` images, test split from another seed)."""
+    """The images a zoo model is trained on.
+
+    ``"digits-mixed"`` = handwritten + typeset digits labelled by digit; ``"digits-domain"`` =
+    the same images labelled by domain (0 handwritten, 1 typeset, see :data:`DOMAINS`);
+    ``"toy-*"`` = 2-D points as ``(N, 2, 1, 1)`` images, test split from another seed.
+    """
     if dataset == "handwritten":
         return data.handwritten_digits(split)
     if dataset == "typeset-digits":
         return data.typeset_digits(split)
     if dataset == "typeset-letters":
         return data.typeset_letters(split)
-    if dataset == "digits-mixed":
+    if dataset in ("digits-mixed", "digits-domain"):
         a, b = data.handwritten_digits(split), data.typeset_digits(split)
-        return data.ImageData(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]),
-                              a.styles + b.styles)
+        if dataset == "digits-mixed":
+            labels = torch.cat([a.labels, b.labels])
+        else:
+            labels = torch.cat([torch.zeros_like(a.labels), torch.ones_like(b.labels)])
+        return data.ImageData(torch.cat([a.images, b.images]), labels, a.styles + b.styles)
     if dataset in ("toy-moons", "toy-ring"):
         data._check_split(split)
         seed = {"train": 0, "test": 1, "all": 2}[split]
@@ -177,10 +188,11 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
     else:
         from safetensors.torch import save_file
 
-        from .classifier import DigitClassifier
+        from .classifier import ClassifierConfig, DigitClassifier
 
         torch.manual_seed(entry.seed)
-        result = train_classifier(DigitClassifier(), train, steps=steps, seed=entry.seed,
+        config = ClassifierConfig(num_classes=int(train.labels.max()) + 1)
+        result = train_classifier(DigitClassifier(config), train, steps=steps, seed=entry.seed,
                                   progress=progress)
         info["test_accuracy"] = round(accuracy(result.model, training_data(entry.dataset, "test")), 4)
 

@@ -26,7 +26,7 @@ import torch
 
 __all__ = [
     "ZooEntry", "ZOO", "names", "load", "checkpoint_root", "CheckpointError",
-    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify",
+    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "load_pretrained",
 ]
 
 
@@ -53,6 +53,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "DDPM on typeset letters A-J: an unrelated domain of the same format (a control)"),
     ZooEntry("digit-classifier", "classifier", "digits-mixed", 0, 3000,
              "CNN classifier of digits 0-9, trained on handwritten + typeset digits"),
+    ZooEntry("domain-classifier", "classifier", "digits-domain", 0, 1500,
+             "CNN telling handwritten (0) from typeset (1) digits: the realism metric of translation"),
     ZooEntry("ddpm-toy-moons", "diffusion-2d", "toy-moons", 0, 4000,
              "DDPM on 2-D two moons (each point a 2x1x1 'image'), for trajectory pictures"),
 )}
@@ -229,3 +231,35 @@ def load(name: str, *, device: torch.device | str | None = None,
     model = DigitClassifier(config)
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def load_pretrained(name_or_path: str | os.PathLike, *, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None):
+    """Load any unconditional diffusers ``DDPMPipeline`` checkpoint: a hub id such as
+    ``"google/ddpm-cat-256"`` (downloads on first use) or a local folder written by
+    ``save_pretrained``. This is the scale-up path of the chapters; the zoo's own models go
+    through :func:`load`, which also checks their sha256 sums.
+
+    Returns:
+        The pipeline in eval mode on ``device`` / ``dtype``.
+
+    Raises:
+        TypeError: ``name_or_path`` is not a string or path.
+        FileNotFoundError: a local path (a ``Path``, or a string starting with ``/``, ``.`` or
+            ``~``) that does not exist; it is not sent to the hub.
+        OSError: a hub id that cannot be found or downloaded (diffusers' own message).
+    """
+    from diffusers import DDPMPipeline
+
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__}")
+    local = isinstance(name_or_path, os.PathLike) or str(name_or_path).startswith(("/", ".", "~"))
+    if local:
+        name_or_path = Path(name_or_path).expanduser()
+        if not name_or_path.is_dir():
+            raise FileNotFoundError(f"no pipeline folder at {name_or_path} (expected the output of save_pretrained)")
+    pipe = DDPMPipeline.from_pretrained(name_or_path)
+    pipe.unet.eval()
+    if device is not None or dtype is not None:
+        pipe.to(device=device, dtype=dtype)
+    return pipe

@@ -1,0 +1,158 @@
+import copy
+import math
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from dpmlatent import data, metrics, train, zoo
+from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+from dpmlatent.cycle import cycle_translate, ddib_translate
+from dpmlatent.translation import (METHODS, evaluate_translation, format_translation_table, reference_rows,
+                                   translate, translation_sweep)
+
+
+def _sched():
+    return DDIMScheduler.from_config(zoo.make_scheduler().config)
+
+
+def _classifiers():
+    torch.manual_seed(0)
+    return DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+
+
+def test_psnr_matches_its_definition():
+    ref = torch.zeros(2, 1, 8, 8)
+    x = ref + torch.tensor([0.2, 0.02]).view(2, 1, 1, 1)
+    # mse 0.04 and 0.0004 with data range 2: 10 log10(4 / mse)
+    assert metrics.psnr(x, ref).tolist() == pytest.approx([20.0, 40.0], abs=1e-4)
+    assert math.isinf(metrics.psnr(ref, ref)[0].item())
+
+
+def test_ssim_identity_and_ordering():
+    g = torch.Generator().manual_seed(0)
+    ref = data.handwritten_digits("test").images[:4]
+    small = (ref + 0.05 * torch.randn(ref.shape, generator=g)).clamp(-1, 1)
+    large = (ref + 0.5 * torch.randn(ref.shape, generator=g)).clamp(-1, 1)
+    assert metrics.ssim(ref, ref).tolist() == pytest.approx([1.0] * 4, abs=1e-5)
+    s_small, s_large = metrics.ssim(small, ref), metrics.ssim(large, ref)
+    assert s_small.shape == (4,) and (s_small > s_large).all() and (s_small < 1).all()
+
+
+def test_psnr_ssim_reject_bad_input():
+    a = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(a, torch.zeros(2, 1, 8, 7))
+    with pytest.raises(TypeError, match="torch tensors"):
+        metrics.ssim(a, a.numpy())
+    with pytest.raises(ValueError, match=r"kernel_size must be an odd integer in \[3, 8\]"):
+        metrics.ssim(a, a, kernel_size=9)
+
+
+def test_domain_dataset_labels_each_image_by_its_domain():
+    d = train.training_data("digits-domain", "test")
+    hw, ts = data.handwritten_digits("test"), data.typeset_digits("test")
+    assert len(d.labels) == len(hw.labels) + len(ts.labels)
+    assert d.labels.tolist() == [0] * len(hw.labels) + [1] * len(ts.labels)
+    assert train.DOMAINS[0] == "handwritten" and train.DOMAINS[1] == "typeset"
+    assert zoo.ZOO["domain-classifier"].dataset == "digits-domain"
+
+
+def test_translate_dispatches_to_the_methods(tiny_unet, x0):
+    other = copy.deepcopy(tiny_unet)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    s = _sched()
+    a = translate("cyclediffusion", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6,
+                  generator=torch.Generator().manual_seed(3))
+    b = cycle_translate(tiny_unet, other, s, x0, eta=0.1, strength=0.5, num_inference_steps=6,
+                        generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    c = translate("ddib", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6)
+    assert torch.equal(c, ddib_translate(tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6))
+    with pytest.raises(ValueError, match="method must be one of"):
+        translate("cycle", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6)
+    with pytest.raises(ValueError, match="ddib is deterministic"):
+        translate("ddib", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6, eta=0.1)
+
+
+def test_evaluate_translation_of_the_source_itself(x0):
+    digit, domain = _classifiers()
+    labels = digit(x0).argmax(1)  # a random classifier: use its own labels as "true"
+    real = data.typeset_digits("test").images[:20]
+    row = evaluate_translation("none", 0.0, x0, x0, labels, target_domain=1, digit_classifier=digit,
+                               domain_classifier=domain, real_target=real)
+    assert row.class_kept == 1.0 and math.isinf(row.psnr) and row.ssim == pytest.approx(1.0, abs=1e-5)
+    expected = domain(x0).softmax(-1)[:, 1].mean().item()
+    assert row.realism == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match=r"target_domain must be an integer in \[0, 1\]"):
+        evaluate_translation("none", 0.0, x0, x0, labels, target_domain=2, digit_classifier=digit,
+                             domain_classifier=domain, real_target=real)
+    with pytest.raises(ValueError, match="labels must be a"):
+        evaluate_translation("none", 0.0, x0, x0, labels[:2], target_domain=1, digit_classifier=digit,
+                             domain_classifier=domain, real_target=real)
+
+
+def test_sweep_is_reproducible_and_identical_models_reconstruct(tiny_unet):
+    digit, domain = _classifiers()
+    src = data.handwritten_digits("test")
+    x, labels = src.images[:12], src.labels[:12]
+    real = data.typeset_digits("test").images[:24]
+    kw = dict(target_domain=1, digit_classifier=digit, domain_classifier=domain, real_target=real,
+              strengths=(0.5, 1.0), num_inference_steps=5, progress=False)
+    a = translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, **kw)
+    b = translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, **kw)
+    assert [(r.method, r.strength) for r in a.rows] == [(m, s) for m in METHODS for s in (0.5, 1.0)]
+    assert a.rows == b.rows
+    for key in a.images:
+        assert torch.equal(a.images[key], b.images[key])
+    # with the same model on both sides CycleDiffusion is an exact reconstruction
+    for s in (0.5, 1.0):
+        assert (a.images[("cyclediffusion", s)] - x).abs().max() <= 1e-5
+    c = translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, methods=("cyclediffusion",), eta=1.0,
+                          label="cyclediffusion eta=1", **kw)
+    assert [r.method for r in c.rows] == ["cyclediffusion eta=1"] * 2 and ("cyclediffusion eta=1", 1.0) in c.images
+    with pytest.raises(ValueError, match="single-method"):
+        translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, label="x", **kw)
+    table = format_translation_table(a.rows)
+    assert table.count("\n") == len(a.rows) and "cyclediffusion" in table
+    with pytest.raises(ValueError, match="strength must be in"):
+        translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, **{**kw, "strengths": (0.0,)})
+    with pytest.raises(ValueError, match="methods must be drawn from"):
+        translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, methods=("gan",),
+                          **{k: v for k, v in kw.items()})
+
+
+def test_reference_rows():
+    digit, domain = _classifiers()
+    src, tgt = data.handwritten_digits("test"), data.typeset_digits("train")
+    rows = reference_rows(src.images[:10], src.labels[:10], tgt.images[:10], tgt.labels[:10], target_domain=1,
+                          digit_classifier=digit, domain_classifier=domain,
+                          real_target=data.typeset_digits("test").images[:30])
+    assert [r.method for r in rows] == ["source (unchanged)", "real target"]
+    assert math.isinf(rows[0].psnr) and math.isnan(rows[1].psnr) and math.isnan(rows[1].ssim)
+    assert "-" in format_translation_table(rows).splitlines()[2]
+
+
+@pytest.mark.slow
+def test_shipped_domain_classifier_tells_the_domains_apart():
+    model = zoo.load("domain-classifier")
+    test = train.training_data("digits-domain", "test")
+    assert model.config.num_classes == 2
+    assert train.accuracy(model, test) >= 0.97
+
+
+def test_tradeoff_at_interpolates_in_ssim():
+    from dpmlatent.translation import TranslationRow, tradeoff_at
+
+    rows = [TranslationRow("m", 0.3, 0.9, 0.2, 30.0, 20.0, 0.8),
+            TranslationRow("m", 1.0, 0.5, 0.8, 10.0, 10.0, 0.4),
+            TranslationRow("other", 0.3, 0.0, 0.0, 0.0, 0.0, 0.6)]
+    assert tradeoff_at(rows, "m", 0.6) == pytest.approx(0.5)
+    assert tradeoff_at(rows, "m", 0.7, column="class_kept") == pytest.approx(0.8)
+    assert math.isnan(tradeoff_at(rows, "m", 0.9))
+    with pytest.raises(ValueError, match="at least two strengths"):
+        tradeoff_at(rows, "other", 0.6)
+    with pytest.raises(ValueError, match="column must be"):
+        tradeoff_at(rows, "m", 0.6, column="ssim")
