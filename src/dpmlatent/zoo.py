@@ -26,7 +26,7 @@ import torch
 
 __all__ = [
     "ZooEntry", "ZOO", "names", "load", "checkpoint_root", "CheckpointError",
-    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "load_pretrained",
+    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "load_pretrained", "load_pipeline",
 ]
 
 
@@ -57,9 +57,12 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "CNN telling handwritten (0) from typeset (1) digits: the realism metric of translation"),
     ZooEntry("ddpm-toy-moons", "diffusion-2d", "toy-moons", 0, 4000,
              "DDPM on 2-D two moons (each point a 2x1x1 'image'), for trajectory pictures"),
+    ZooEntry("t2i-digits", "text-to-image", "digits-captioned", 0, 5000,
+             "Text-to-image: UNet2DConditionModel + tiny CLIPTextModel on captioned handwritten and "
+             "typeset digits ('a bold typeset seven'), caption dropout 10% for guidance"),
 )}
 
-KINDS = ("diffusion", "diffusion-2d", "classifier")
+KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image")
 
 
 class CheckpointError(RuntimeError):
@@ -68,7 +71,8 @@ class CheckpointError(RuntimeError):
 
 def names(kind: str | None = None) -> list[str]:
     """Names of the shipped models, optionally only those of ``kind`` (one of :data:`KINDS`:
-    8x8 digit "diffusion" models, the "diffusion-2d" toy model, the "classifier")."""
+    8x8 digit "diffusion" models, the "diffusion-2d" toy model, the classifiers, the
+    "text-to-image" model)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
     return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
@@ -198,7 +202,9 @@ def load(name: str, *, device: torch.device | str | None = None,
 
     Returns:
         For a diffusion model, a diffusers ``DDPMPipeline`` (``.unet``, ``.scheduler``)
-        loaded with ``DDPMPipeline.from_pretrained``; for the classifier, a
+        loaded with ``DDPMPipeline.from_pretrained``; for the text-to-image model a
+        :class:`dpmlatent.text_to_image.PixelTextToImagePipeline` (``.unet``, ``.text_encoder``,
+        ``.tokenizer``, ``.scheduler``: a DDIMScheduler); for a classifier, a
         :class:`dpmlatent.classifier.DigitClassifier`.
 
     Raises:
@@ -208,18 +214,30 @@ def load(name: str, *, device: torch.device | str | None = None,
     """
     entry = _entry(name)
     folder = verify(name, root)
-    if entry.kind in ("diffusion", "diffusion-2d"):
+    if entry.kind in ("diffusion", "diffusion-2d", "text-to-image"):
         from diffusers import DDPMPipeline
         from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
+        from .text_to_image import PixelTextToImagePipeline
+
+        kwargs = {"low_cpu_mem_usage": False}
+        if entry.kind == "text-to-image":  # stored in float16 to keep files small; compute in float32
+            cls, kwargs["dtype"] = PixelTextToImagePipeline, torch.float32
+        else:
+            cls = DDPMPipeline
         was_enabled = diffusers_logging.is_progress_bar_enabled()
         diffusers_logging.disable_progress_bar()  # a local load takes milliseconds
+        transformers_logging.disable_progress_bar()
         try:
-            model = DDPMPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
+            model = cls.from_pretrained(folder, **kwargs)
         finally:
             if was_enabled:
                 diffusers_logging.enable_progress_bar()
+            transformers_logging.enable_progress_bar()
         model.unet.eval()
+        if entry.kind == "text-to-image":
+            model.text_encoder.eval()
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model
@@ -231,6 +249,19 @@ def load(name: str, *, device: torch.device | str | None = None,
     model = DigitClassifier(config)
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _hub_id_or_folder(name_or_path):
+    """Check ``name_or_path``: a local path (a ``Path``, or a string starting with ``/``, ``.`` or
+    ``~``) must be an existing folder (it is never sent to the hub); anything else is a hub id."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__}")
+    if isinstance(name_or_path, os.PathLike) or str(name_or_path).startswith(("/", ".", "~")):
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no pipeline folder at {folder} (expected the output of save_pretrained)")
+        return folder
+    return name_or_path
 
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: torch.device | str | None = None,
@@ -251,15 +282,29 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: torch.device | s
     """
     from diffusers import DDPMPipeline
 
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__}")
-    local = isinstance(name_or_path, os.PathLike) or str(name_or_path).startswith(("/", ".", "~"))
-    if local:
-        name_or_path = Path(name_or_path).expanduser()
-        if not name_or_path.is_dir():
-            raise FileNotFoundError(f"no pipeline folder at {name_or_path} (expected the output of save_pretrained)")
-    pipe = DDPMPipeline.from_pretrained(name_or_path)
+    pipe = DDPMPipeline.from_pretrained(_hub_id_or_folder(name_or_path))
     pipe.unet.eval()
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
     return pipe
+
+
+def load_pipeline(name_or_path: str | os.PathLike, *, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None):
+    """Load any Stable Diffusion checkpoint as a diffusers ``StableDiffusionPipeline``: a hub id
+    such as ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` (downloads on first use) or a local
+    ``save_pretrained`` folder. The safety checker is not loaded (the book edits digits and
+    reader-supplied photos; add it back with ``StableDiffusionPipeline.from_pretrained`` if you need it).
+
+    Raises:
+        TypeError: ``name_or_path`` is not a string or path.
+        FileNotFoundError: a local path (as in :func:`load_pretrained`) that does not exist.
+        OSError: a hub id that cannot be found or downloaded (diffusers' own message).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    pipe = StableDiffusionPipeline.from_pretrained(_hub_id_or_folder(name_or_path), **kwargs)
+    return pipe.to(device) if device is not None else pipe

@@ -1,0 +1,174 @@
+"""Text-guided editing: exactness, parity with diffusers' CycleDiffusionPipeline, input checks."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from dpmlatent.edit import cycle_edit, cycle_edit_pipeline, edit_latents, unet_evaluations_per_step
+from dpmlatent.text_to_image import make_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """A tiny Stable Diffusion pipeline, saved and reloaded with from_pretrained (offline)."""
+    from dpmlatent.tiny import tiny_stable_diffusion
+
+    return tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    g = np.random.default_rng(0)
+    return g.random((1, 32, 32, 3)).astype(np.float32)   # numpy images in [0, 1], (B, H, W, C)
+
+
+@pytest.mark.parametrize("source_guidance_scale", [1.0, 2.0])
+def test_parity_with_diffusers_cycle_diffusion_pipeline(tiny_sd, photo, source_guidance_scale):
+    from diffusers import CycleDiffusionPipeline
+
+    components = {k: v for k, v in tiny_sd.components.items() if k != "image_encoder"}
+    peer = CycleDiffusionPipeline(**components)
+    peer.set_progress_bar_config(disable=True)
+    kw = dict(strength=0.8, num_inference_steps=10, guidance_scale=3.0, source_guidance_scale=source_guidance_scale,
+              eta=0.1, output_type="np")
+    theirs = peer(prompt="a dog", source_prompt="a cat", image=torch.from_numpy(photo).permute(0, 3, 1, 2),
+                  generator=torch.Generator().manual_seed(0), **kw).images
+    ours = cycle_edit_pipeline(tiny_sd, photo, "a cat", "a dog", generator=torch.Generator().manual_seed(0), **kw)
+    assert ours.shape == theirs.shape == (1, 32, 32, 3)
+    assert np.abs(ours - theirs).max() <= 1e-4
+    # and the images differ from the input: an edit happened
+    assert np.abs(ours - photo).max() > 1e-2
+
+
+def test_pipeline_output_types_and_input_kinds(tiny_sd, photo):
+    from PIL import Image
+
+    kw = dict(strength=0.5, num_inference_steps=4, guidance_scale=2.0)
+    pil = Image.fromarray((photo[0] * 255).round().astype(np.uint8))
+    out_pil = cycle_edit_pipeline(tiny_sd, pil, "a cat", "a dog", generator=torch.Generator().manual_seed(0), **kw)
+    assert isinstance(out_pil, list) and out_pil[0].size == (32, 32)
+    out_pt = cycle_edit_pipeline(tiny_sd, torch.from_numpy(photo).permute(0, 3, 1, 2), "a cat", "a dog",
+                                 generator=torch.Generator().manual_seed(0), output_type="pt", **kw)
+    assert out_pt.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="output_type"):
+        cycle_edit_pipeline(tiny_sd, photo, "a cat", "a dog", output_type="latent")
+
+
+def test_identical_prompts_reconstruct_exactly():
+    pipe = make_pipeline(0)
+    x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    unet, te = pipe.unet.double(), pipe.text_encoder.double()
+    out = cycle_edit(unet, te, pipe.tokenizer, pipe.scheduler, x0, "a handwritten three", "a handwritten three",
+                     strength=0.7, num_inference_steps=10, guidance_scale=3.0, source_guidance_scale=3.0,
+                     generator=torch.Generator().manual_seed(0))
+    assert (out - x0).abs().max() <= 1e-8
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_other_prediction_types_round_trip(prediction_type):
+    pipe = make_pipeline(0)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type,
+                                      set_alpha_to_one=False, steps_offset=1)
+    x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    out = cycle_edit(pipe.unet.double(), pipe.text_encoder.double(), pipe.tokenizer, sched, x0, "a bold typeset one",
+                     "a bold typeset one", strength=1.0, num_inference_steps=8, guidance_scale=1.0,
+                     generator=torch.Generator().manual_seed(1))
+    assert (out - x0).abs().max() <= 1e-8
+
+
+def test_zero_variance_last_step_is_finite_and_exact():
+    pipe = make_pipeline(0)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True, steps_offset=0)
+    x0 = torch.rand(1, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    args = (pipe.unet.double(), pipe.text_encoder.double(), pipe.tokenizer, sched, x0)
+    same = cycle_edit(*args, "a thin handwritten two", "a thin handwritten two", num_inference_steps=6,
+                      guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert (same - x0).abs().max() <= 1e-6
+    edit = cycle_edit(*args, "a thin handwritten two", "a bold typeset two", num_inference_steps=6,
+                      guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(edit).all()
+
+
+def test_baselines_and_evaluation_counts():
+    pipe = make_pipeline(0)
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    args = (pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, x0, "a handwritten one", "a handwritten seven")
+    for method in ("sdedit", "ddim-inversion"):
+        out = cycle_edit(*args, method=method, eta=1.0 if method == "sdedit" else 0.0, num_inference_steps=5,
+                         generator=torch.Generator().manual_seed(0))
+        assert out.shape == x0.shape and torch.isfinite(out).all()
+    assert unet_evaluations_per_step(7.5, 1.0) == 3 and unet_evaluations_per_step(7.5, 2.0) == 4
+    assert unet_evaluations_per_step(1.0, 1.0) == 2
+
+
+def test_input_validation():
+    pipe = make_pipeline(0)
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    args = (pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+    with pytest.raises(ValueError, match="eta=0 is deterministic"):
+        cycle_edit(*args, x0, "a", "b", eta=0.0)
+    for strength in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+            cycle_edit(*args, x0, "a", "b", strength=strength)
+    with pytest.raises(ValueError, match=r"image must take values in \[-1, 1\]"):
+        cycle_edit(*args, x0 * 3, "a", "b")
+    with pytest.raises(ValueError, match=r"image must be a \(B, C, H, W\) tensor"):
+        cycle_edit(*args, x0[0], "a", "b")
+    with pytest.raises(ValueError, match=r"x0 must be a \(B, 1, H, W\) tensor"):
+        edit_latents(pipe.unet, pipe.scheduler, torch.zeros(2, 3, 8, 8), source_cond=None, cond=None, uncond=None,
+                     guidance_scale=1.0)
+    with pytest.raises(ValueError, match="prompt has 3 prompts for 2 images"):
+        cycle_edit(*args, x0, "a", ["b", "c", "d"])
+    with pytest.raises(ValueError, match="source_prompt has 0 prompts for 2 images"):
+        cycle_edit(*args, x0, [], "b")
+    with pytest.raises(ValueError, match="method must be one of"):
+        cycle_edit(*args, x0, "a", "b", method="p2p")
+
+
+def test_edit_tasks_and_sweep_on_a_random_pipeline():
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+    from dpmlatent.edit_experiment import DIGIT_PAIRS, edit_sweep, edit_task, format_edit_table
+
+    digit = edit_task("digit", num_images=6)
+    assert digit.images.shape == (6, 1, 8, 8)
+    assert digit.target_labels.tolist() == [DIGIT_PAIRS[int(y)] for y in digit.labels]
+    assert all(s.split()[-1] != t.split()[-1] or DIGIT_PAIRS[int(y)] == int(y)
+               for s, t, y in zip(digit.source_prompts, digit.prompts, digit.labels))
+    weight = edit_task("weight", num_images=4)
+    assert all(s.startswith("a thin handwritten") and t.startswith("a bold handwritten")
+               for s, t in zip(weight.source_prompts, weight.prompts))
+    domain = edit_task("domain", num_images=4)
+    assert domain.target_domain == 1 and all("typeset" in t for t in domain.prompts)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        edit_task("colour")
+    with pytest.raises(ValueError, match="num_images must be an integer"):
+        edit_task("weight", num_images=10_000)
+
+    torch.manual_seed(0)
+    clf, dom = DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    rows, images = edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom,
+                              strengths=(0.6,), guidance_scales=(1.0, 2.0), num_inference_steps=4, progress=False)
+    assert [(r.method, r.guidance_scale) for r in rows] == [(m, g) for m in ("cyclediffusion", "sdedit",
+                                                                               "ddim-inversion") for g in (1.0, 2.0)]
+    for r in rows:
+        assert 0 <= r.success <= r.target_digit <= 1 and r.ink_ratio > 0 and -1 <= r.ssim <= 1
+    assert images[("sdedit", 0.6, 2.0)].shape == (4, 1, 8, 8)
+    assert format_edit_table(rows).count("\n") == len(rows)
+
+
+def test_load_pipeline_from_a_saved_folder(tmp_path, photo):
+    from dpmlatent import zoo
+    from dpmlatent.tiny import tiny_stable_diffusion
+
+    tiny_stable_diffusion(tmp_path / "sd")
+    pipe = zoo.load_pipeline(tmp_path / "sd")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.safety_checker is None
+    out = cycle_edit_pipeline(pipe, photo, "a cat", "a cat", strength=0.6, num_inference_steps=5, guidance_scale=1.0,
+                              output_type="np", generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 32, 32, 3) and np.isfinite(out).all()
+    with pytest.raises(FileNotFoundError, match="no pipeline folder"):
+        zoo.load_pipeline(tmp_path / "missing")
+    with pytest.raises(TypeError, match="name_or_path"):
+        zoo.load_pipeline(None)
