@@ -78,15 +78,19 @@ def cycle_translate(src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, eta: flo
 
 
 def sdedit_translate(tgt_unet, scheduler, x0: torch.Tensor, *, eta: float = 1.0, num_inference_steps: int,
-                     strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SDEdit: ``x_{t0} ~ q(x_{t0} | x0)``, then the target sampler with fresh noise (eta = 1 by default)."""
+                     strength: float, generator: torch.Generator | None = None, cond=None, uncond=None,
+                     guidance_scale: float = 1.0) -> torch.Tensor:
+    """SDEdit: ``x_{t0} ~ q(x_{t0} | x0)``, then the target sampler with fresh noise (eta = 1 by default).
+
+    ``cond``, ``uncond``, ``guidance_scale``: the target prompt of a conditional model, as in
+    :func:`dpmlatent.latent.decode` (used by :mod:`dpmlatent.edit`)."""
     check_scheduler(scheduler, eta)
     timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
     draw = lambda shape: randn_tensor(shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
     x_t0 = scheduler.add_noise(x0, draw(x0.shape), timesteps[:1].repeat(len(x0)).to(x0.device))
     z = LatentCode(x_t0, draw((len(timesteps), *x0.shape)), timesteps, num_inference_steps)
     with torch.no_grad():
-        return decode(tgt_unet, scheduler, z, eta=eta)
+        return decode(tgt_unet, scheduler, z, eta=eta, cond=cond, uncond=uncond, guidance_scale=guidance_scale)
 
 
 def ddib_translate(src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, num_inference_steps: int,

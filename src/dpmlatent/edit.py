@@ -31,7 +31,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from .encoder import _solve_last_step, ddim_decode, ddim_invert, posterior_sample, step_sigma
-from .latent import LatentCode, check_scheduler, decode, sampling_timesteps, step_with_noise
+from .cycle import sdedit_translate
+from .latent import check_scheduler, sampling_timesteps, step_with_noise
 
 __all__ = ["METHODS", "edit_latents", "cycle_edit", "cycle_edit_pipeline", "unet_evaluations_per_step"]
 
@@ -117,11 +118,11 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
         z = ddim_invert(unet, scheduler, x0, num_inference_steps=num_inference_steps, strength=strength,
                         **source)
         return ddim_decode(unet, scheduler, z, **target)
+    if method == "sdedit":
+        return sdedit_translate(unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
+                                strength=strength, generator=generator, **target)
     timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
     x = scheduler.add_noise(x0, draw(), timesteps[:1].repeat(len(x0)).to(x0.device))   # x_{t0} ~ q(. | x0)
-    if method == "sdedit":
-        z = LatentCode(x, torch.stack([draw() for _ in timesteps]), timesteps, num_inference_steps)
-        return decode(unet, scheduler, z, eta=eta, **target)
 
     sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
     if any((s == 0).any() for s in sigmas[:-1]):

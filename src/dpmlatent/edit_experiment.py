@@ -59,20 +59,17 @@ def edit_task(kind: str, *, num_images: int = 64, seed: int = 0, device=None) ->
         raise ValueError(f"num_images must be an integer in [1, {len(pool)}] for {kind!r} edits, got {num_images!r}")
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:num_images]
     idx = torch.tensor(pool)[order]
-    labels = data.labels[idx]
+    labels, weights = data.labels[idx], [data.weights[i] for i in idx.tolist()]
+    src = [caption(int(y), "handwritten", w) for y, w in zip(labels, weights)]   # "weight": all "thin"
     if kind == "digit":
-        src = [caption(int(y), "handwritten", data.weights[i]) for y, i in zip(labels, idx.tolist())]
-        targets = torch.tensor([DIGIT_PAIRS[int(y)] for y in labels])
-        tgt = [caption(int(t), "handwritten", data.weights[i]) for t, i in zip(targets, idx.tolist())]
-        domain = 0
+        targets, domain = torch.tensor([DIGIT_PAIRS[int(y)] for y in labels]), 0
+        tgt = [caption(int(t), "handwritten", w) for t, w in zip(targets, weights)]
     elif kind == "domain":
-        src = [caption(int(y), "handwritten", data.weights[i]) for y, i in zip(labels, idx.tolist())]
-        tgt = [caption(int(y), "typeset", data.weights[i]) for y, i in zip(labels, idx.tolist())]
         targets, domain = labels.clone(), 1
+        tgt = [caption(int(y), "typeset", w) for y, w in zip(labels, weights)]
     else:
-        src = [caption(int(y), "handwritten", "thin") for y in labels]
-        tgt = [caption(int(y), "handwritten", "bold") for y in labels]
         targets, domain = labels.clone(), 0
+        tgt = [caption(int(y), "handwritten", "bold") for y in labels]
     return EditTask(kind, data.images[idx].to(device), labels, src, tgt, targets, domain)
 
 
@@ -101,7 +98,7 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
     dom, _ = metrics.classify(domain_classifier, edited)
     digit_ok = probs.argmax(1) == task.target_labels
     domain_ok = dom.argmax(1) == task.target_domain
-    ink = lambda x: ((x + 1) / 2).flatten(1).sum(1)  # noqa: E731
+    ink = metrics.ink
     ratio = (ink(edited).mean() / ink(task.images).mean()).item()
     if task.kind == "digit":
         success = digit_ok

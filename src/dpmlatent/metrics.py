@@ -17,7 +17,7 @@ import torch
 
 from .sampling import sample
 
-__all__ = ["frechet_distance", "classify", "psnr", "ssim", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -35,6 +35,12 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     covmean = linalg.sqrtm(cov_a @ cov_b)
     covmean = covmean.real  # sqrtm returns tiny imaginary parts from round-off
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * covmean))
+
+
+def ink(images: torch.Tensor) -> torch.Tensor:
+    """Ink of each image ``(N, C, H, W)`` in ``[-1, 1]``: ``sum((x + 1) / 2)``, shape ``(N,)``
+    (stroke weight: thin digits carry less ink than bold ones)."""
+    return ((images + 1) / 2).flatten(1).sum(1)
 
 
 def _check_pair(images: torch.Tensor, reference: torch.Tensor) -> None:

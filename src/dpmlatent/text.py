@@ -49,7 +49,9 @@ def stroke_weights(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
     if images.ndim != 4 or labels.shape != (len(images),):
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
                          f"and {tuple(labels.shape)}")
-    ink = ((images + 1) / 2).flatten(1).sum(1)
+    from .metrics import ink as ink_of
+
+    ink = ink_of(images)
     out = ["regular"] * len(images)
     for k in labels.unique().tolist():
         idx = (labels == k).nonzero().flatten()

@@ -137,11 +137,10 @@ def text_to_image_quality(pipe, digit_classifier, domain_classifier, *, per_digi
         probs, feats = metrics.classify(digit_classifier, images)
         dom, _ = metrics.classify(domain_classifier, images)
         _, ref_feats = metrics.classify(digit_classifier, ref)
-        ink = lambda x: ((x + 1) / 2).flatten(1).sum(1).mean().item()  # noqa: E731
         rows.append(PromptQualityRow(
             name, (probs.argmax(1) == labels).double().mean().item(),
             (dom.argmax(1) == DOMAINS.index(domain)).double().mean().item(),
-            ink(images) / ink(ref), metrics.frechet_distance(feats, ref_feats), len(keep)))
+            (metrics.ink(images).mean() / metrics.ink(ref).mean()).item(), metrics.frechet_distance(feats, ref_feats), len(keep)))
     return rows
 
 
