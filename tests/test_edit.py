@@ -155,6 +155,31 @@ def test_edit_tasks_and_sweep_on_a_random_pipeline():
         assert 0 <= r.success <= r.target_digit <= 1 and r.ink_ratio > 0 and -1 <= r.ssim <= 1
     assert images[("sdedit", 0.6, 2.0)].shape == (4, 1, 8, 8)
     assert format_edit_table(rows).count("\n") == len(rows)
+    variant, imgs = edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom,
+                               methods=("cyclediffusion",), strengths=(0.6,), guidance_scales=(1.0,), eta=1.0,
+                               num_inference_steps=4, label="cyclediffusion eta=1", progress=False)
+    assert [r.method for r in variant] == ["cyclediffusion eta=1"] and ("cyclediffusion eta=1", 0.6, 1.0) in imgs
+    with pytest.raises(ValueError, match="single-method"):
+        edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom, label="x",
+                   num_inference_steps=4, progress=False)
+
+
+def test_best_success_over_settings():
+    from dpmlatent.edit_experiment import EditRow, best_success
+
+    def row(method, s, g, success, ssim):
+        return EditRow("digit", method, s, g, success, success, 1.0, 1.0, 12.0, ssim)
+
+    rows = [row("a", 0.3, 1.0, 0.1, 0.9), row("a", 0.3, 3.0, 0.6, 0.65), row("a", 0.8, 1.0, 0.9, 0.45),
+            row("b", 0.3, 1.0, 0.3, 0.6)]
+    assert best_success(rows, "a", min_ssim=0.6) == 0.6       # the guided low-strength edit, not the unfaithful one
+    assert best_success(rows, "a", min_ssim=0.4) == 0.9
+    assert best_success(rows, "a", min_ssim=0.95) != best_success(rows, "a", min_ssim=0.95)   # nan
+    assert best_success(rows, "b", min_ssim=0.6) == 0.3
+    with pytest.raises(ValueError, match="min_ssim"):
+        best_success(rows, "a", min_ssim=1.5)
+    with pytest.raises(ValueError, match="no edits of method 'c'"):
+        best_success(rows, "c", min_ssim=0.5)
 
 
 def test_load_pipeline_from_a_saved_folder(tmp_path, photo):

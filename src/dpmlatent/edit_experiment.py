@@ -16,6 +16,7 @@ on the same trade-off as the translations of chapter 4.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +26,7 @@ from .edit import cycle_edit
 from .text import caption
 
 __all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "evaluate_edit", "edit_sweep",
-           "format_edit_table"]
+           "best_success", "format_edit_table"]
 
 KINDS = ("digit", "domain", "weight")
 #: Target digit of each source digit in the "digit" edits: pairs that share strokes.
@@ -114,10 +115,15 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
                "ddim-inversion"), strengths=(0.5, 0.8), guidance_scales=(1.0, 3.0), num_inference_steps: int = 50,
-               eta: float = 0.1, seed: int = 0, progress: bool = True) -> tuple[list[EditRow], dict]:
+               eta: float = 0.1, seed: int = 0, label: str | None = None,
+               progress: bool = True) -> tuple[list[EditRow], dict]:
     """Edit ``task`` with every method, strength and target guidance scale (source guidance 1, the
-    paper's setting) from a fresh ``torch.Generator().manual_seed(seed)`` each; SDEdit runs with
-    eta = 1, DDIM inversion with eta = 0. Returns the rows and ``{(method, strength, guidance): edits}``."""
+    paper's setting) from a fresh ``torch.Generator().manual_seed(seed)`` each; CycleDiffusion runs
+    with ``eta``, SDEdit with eta = 1, DDIM inversion with eta = 0. ``label`` renames the method in
+    the rows and keys of a single-method sweep (e.g. ``"cyclediffusion eta=1"`` for a variant).
+    Returns the rows and ``{(method or label, strength, guidance): edits}``."""
+    if label is not None and len(methods) != 1:
+        raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
     runs = [(m, s, g) for m in methods for s in strengths for g in guidance_scales]
     rows, images = [], {}
     for method, strength, g in tqdm(runs, desc=f"{task.kind} edits", disable=not progress):
@@ -126,17 +132,29 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
                          task.source_prompts, task.prompts, strength=strength, guidance_scale=g,
                          num_inference_steps=num_inference_steps, eta=run_eta, method=method,
                          generator=torch.Generator().manual_seed(seed))
-        images[(method, strength, g)] = out.cpu()
-        rows.append(evaluate_edit(task, out, method=method, strength=strength, guidance_scale=g,
+        name = label or method
+        images[(name, strength, g)] = out.cpu()
+        rows.append(evaluate_edit(task, out, method=name, strength=strength, guidance_scale=g,
                                   digit_classifier=digit_classifier, domain_classifier=domain_classifier))
     return rows, images
 
 
+def best_success(rows: list[EditRow], method: str, *, min_ssim: float) -> float:
+    """The highest success rate ``method`` reaches among the rows with SSIM >= ``min_ssim``, over
+    all its strengths and guidance scales (the edit a user would pick who may not lose more
+    faithfulness than that); ``nan`` when no setting is that faithful."""
+    if not 0.0 <= min_ssim <= 1.0:
+        raise ValueError(f"min_ssim must be in [0, 1], got {min_ssim}")
+    if not any(r.method == method for r in rows):
+        raise ValueError(f"rows hold no edits of method {method!r}")
+    return max((r.success for r in rows if r.method == method and r.ssim >= min_ssim), default=math.nan)
+
+
 def format_edit_table(rows: list[EditRow]) -> str:
     """Fixed-width text table of :class:`EditRow` s."""
-    lines = [f"{'edit':<7} {'method':<15} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
+    lines = [f"{'edit':<7} {'method':<20} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
              f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}"]
     for r in rows:
-        lines.append(f"{r.kind:<7} {r.method:<15} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
+        lines.append(f"{r.kind:<7} {r.method:<20} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
                      f"{r.target_digit:>6.3f} {r.target_domain:>6.3f} {r.ink_ratio:>6.2f} {r.psnr:>6.1f} {r.ssim:>6.3f}")
     return "\n".join(lines)
