@@ -1,8 +1,10 @@
 """Quality table of the shipped diffusion models (issue: foundation, "quality bar").
 
-For each digit diffusion model in the zoo (the letters model is a control domain, not measured here): 512 samples with 50 DDIM steps (eta = 0, seed 0), then
+For each digit diffusion model in the zoo (the letters model is a control domain, not measured here): 512 samples
+with 50 DDIM steps (eta = 0, seed 0), then
   * the share the zoo classifier labels with p >= 0.9        (bar: >= 0.80 for digit models)
-  * the predicted-class histogram                            (bar: every class in [5%, 15%])
+  * the predicted-class histogram                            (bar: every class in [5%, 15%];
+                                                               n/a for the model trained with rare sevens)
   * the Frechet distance in classifier features to the held-out real images,
 and the classifier's own held-out accuracy (bar: >= 0.95).
 
@@ -31,7 +33,8 @@ def main() -> None:
     acc = {d: train.accuracy(classifier, train.training_data(d, "test"))
            for d in ("handwritten", "typeset-digits")}
     rows, seconds = [], {}
-    digit_models = [n for n in zoo.names("diffusion") if zoo.ZOO[n].dataset in ("handwritten", "typeset-digits")]
+    digit_models = [n for n in zoo.names("diffusion")
+                    if zoo.ZOO[n].dataset in ("handwritten", "handwritten-rare", "typeset-digits")]
     for name in digit_models:
         entry = zoo.ZOO[name]
         start = time.perf_counter()
@@ -48,8 +51,10 @@ def main() -> None:
     print(f"{'model':<28} " + " ".join(f"{c:>5}" for c in range(10)) + "  bars   seconds")
     for r in rows:
         ok = r.confident >= 0.8 and 0.05 <= r.min_class and r.max_class <= 0.15
+        if zoo.ZOO[r.model].dataset == "handwritten-rare":    # trained to under-represent one class
+            ok = None
         print(f"{r.model:<28} " + " ".join(f"{f:>5.3f}" for f in r.class_fractions)
-              + f"  {'ok  ' if ok else 'FAIL'}  {seconds[r.model]:>6.1f}")
+              + f"  {'n/a ' if ok is None else 'ok  ' if ok else 'FAIL'}  {seconds[r.model]:>6.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"classifier_accuracy": acc, "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=2)

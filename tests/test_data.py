@@ -70,3 +70,18 @@ def test_bad_arguments():
         data.toy_2d("spiral", 10)
     with pytest.raises(ValueError, match="n must"):
         data.toy_2d("ring", 0)
+
+
+def test_rare_class_digits():
+    from dpmlatent.data import RARE_CLASS, rare_class_digits
+
+    full, rare = data.handwritten_digits("train"), rare_class_digits("train")
+    counts = torch.bincount(rare.labels, minlength=10)
+    assert abs(counts[RARE_CLASS].item() / len(rare.labels) - 0.02) < 0.002
+    others = [c for c in range(10) if c != RARE_CLASS]
+    assert torch.equal(counts[others], torch.bincount(full.labels, minlength=10)[others])   # every other image kept
+    assert torch.equal(rare_class_digits("test").images, data.handwritten_digits("test").images)
+    with pytest.raises(ValueError, match="fraction"):
+        rare_class_digits(fraction=0.5)
+    with pytest.raises(ValueError, match="rare_class"):
+        rare_class_digits(rare_class=10)

@@ -33,6 +33,8 @@ __all__ = [
     "FONTS",
     "SPLITS",
     "handwritten_digits",
+    "RARE_CLASS",
+    "rare_class_digits",
     "typeset_digits",
     "typeset_letters",
     "toy_2d",
@@ -118,6 +120,33 @@ def handwritten_digits(split: str = "train", *, seed: int = 0) -> ImageData:
         seed: seed of the train/test split.
     """
     return _take(_handwritten_all(), split, seed)
+
+
+#: The class made rare in :func:`rare_class_digits` (the coverage experiment of the guidance chapter).
+RARE_CLASS = 7
+
+
+def rare_class_digits(split: str = "train", *, rare_class: int = RARE_CLASS, fraction: float = 0.02,
+                      seed: int = 0) -> ImageData:
+    """Handwritten digits in which ``rare_class`` makes up only ``fraction`` of the images.
+
+    All images of the other classes are kept; of ``rare_class``, the first ``k`` of a seeded
+    permutation, with ``k = round(fraction * n_other / (1 - fraction))`` (at least 1). The test
+    split is the plain handwritten test split (guidance is judged against real digits of every class).
+    """
+    if not isinstance(rare_class, int) or not 0 <= rare_class <= 9:
+        raise ValueError(f"rare_class must be an integer in [0, 9], got {rare_class!r}")
+    if not 0.0 < fraction < 0.1:
+        raise ValueError(f"fraction must be in (0, 0.1), got {fraction}")
+    full = handwritten_digits(split)
+    if split != "train":
+        return full
+    rare = torch.nonzero(full.labels == rare_class).squeeze(1)
+    other = torch.nonzero(full.labels != rare_class).squeeze(1)
+    k = max(1, round(fraction * len(other) / (1 - fraction)))
+    keep_rare = rare[torch.randperm(len(rare), generator=torch.Generator().manual_seed(seed))[:k]]
+    idx = torch.cat([other, keep_rare]).sort().values
+    return ImageData(full.images[idx], full.labels[idx], tuple(full.styles[i] for i in idx.tolist()))
 
 
 def _font_dir() -> str:

@@ -23,6 +23,7 @@ import dataclasses
 from unittest import mock
 
 import torch
+import torch.utils.checkpoint
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers import scheduling_ddpm
 from diffusers.utils.torch_utils import randn_tensor
@@ -196,7 +197,8 @@ def _check_unet_input(unet, x: torch.Tensor, name: str) -> None:
 
 
 def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None,
-           guidance_scale: float = 1.0, callback=None, progress: bool = False) -> torch.Tensor:
+           guidance_scale: float = 1.0, callback=None, checkpoint: bool = False,
+           progress: bool = False) -> torch.Tensor:
     """``G(z)``: run the sampler from ``z.x_start`` injecting ``z.noises``.
 
     For each step ``i``: ``x <- step_with_noise(scheduler, eps_theta(x, t_i), t_i, x, z.noises[i], eta)``.
@@ -211,6 +213,9 @@ def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None
         cond, uncond, guidance_scale: see :func:`denoiser_output`.
         callback: optional ``callback(i, t, x)`` called after step ``i`` with the new ``x``
             (to record trajectories).
+        checkpoint: when gradients are recorded, wrap each step in ``torch.utils.checkpoint``:
+            the backward pass recomputes a step's activations instead of storing them, so memory
+            stays flat in the number of steps (about 1.6x the time; the gradients are the same).
         progress: tqdm bar over the steps.
 
     Returns:
@@ -224,10 +229,18 @@ def decode(unet, scheduler, z: LatentCode, *, eta: float, cond=None, uncond=None
                          f"num_inference_steps={z.num_inference_steps}: was z made with another scheduler?")
     x = z.x_start
     steps = list(zip(z.timesteps, z.noises))
-    for i, (t, noise) in enumerate(tqdm(steps, desc="decode", disable=not progress)):
+
+    def step(x, t, noise):
         out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, cond=cond, uncond=uncond,
                               guidance_scale=guidance_scale)
-        x = step_with_noise(scheduler, out, t, x, noise, eta)
+        return step_with_noise(scheduler, out, t, x, noise, eta)
+
+    recompute = checkpoint and torch.is_grad_enabled()
+    for i, (t, noise) in enumerate(tqdm(steps, desc="decode", disable=not progress)):
+        if recompute:
+            x = torch.utils.checkpoint.checkpoint(step, x, t, noise, use_reentrant=False)
+        else:
+            x = step(x, t, noise)
         if callback is not None:
             callback(i, t, x)
     return x

@@ -17,6 +17,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import time
 
 import torch
@@ -26,10 +27,10 @@ from tqdm.auto import tqdm
 from . import data, zoo
 
 __all__ = ["DATASETS", "DOMAINS", "training_data", "TrainResult", "train_diffusion", "train_text_to_image",
-           "train_classifier",
+           "train_classifier", "train_clip",
            "accuracy", "build", "main"]
 
-DATASETS = ("handwritten", "typeset-digits", "typeset-letters", "digits-mixed", "digits-domain",
+DATASETS = ("handwritten", "handwritten-rare", "typeset-digits", "typeset-letters", "digits-mixed", "digits-domain",
             "digits-captioned", "toy-moons", "toy-ring")
 
 #: Labels of the ``"digits-domain"`` data set (and of the domain classifier's outputs).
@@ -39,7 +40,8 @@ DOMAINS = ("handwritten", "typeset")
 def training_data(dataset: str, split: str = "train") -> data.ImageData:
     """The images a zoo model is trained on.
 
-    ``"digits-mixed"`` = handwritten + typeset digits labelled by digit; ``"digits-domain"`` =
+    ``"handwritten-rare"`` = handwritten digits with :data:`dpmlatent.data.RARE_CLASS` cut to 2%
+    (:func:`dpmlatent.data.rare_class_digits`); ``"digits-mixed"`` = handwritten + typeset digits labelled by digit; ``"digits-domain"`` =
     the same images labelled by domain (0 handwritten, 1 typeset, see :data:`DOMAINS`);
     ``"digits-captioned"`` = handwritten + typeset digits with captions
     (:func:`dpmlatent.text.captioned_digits`, returned as a ``CaptionedData``);
@@ -47,6 +49,8 @@ def training_data(dataset: str, split: str = "train") -> data.ImageData:
     """
     if dataset == "handwritten":
         return data.handwritten_digits(split)
+    if dataset == "handwritten-rare":
+        return data.rare_class_digits(split)
     if dataset == "typeset-digits":
         return data.typeset_digits(split)
     if dataset == "typeset-letters":
@@ -232,6 +236,48 @@ def train_classifier(model, train: data.ImageData, *, steps: int, batch_size: in
     return TrainResult(model.eval(), losses)
 
 
+def train_clip(model, tokenizer, captioned, *, steps: int, batch_size: int = 256, lr: float = 1e-3,
+               seed: int = 0, progress: bool = True) -> TrainResult:
+    """Contrastive training of an open_clip model (in place) on captioned images
+    (:func:`dpmlatent.clip.contrastive_loss`: pairs with equal captions are positives), with +-1 pixel
+    shift augmentation, AdamW and a cosine learning rate; ``logit_scale`` is clamped to ln 100 as in CLIP.
+
+    Args:
+        model, tokenizer: from :func:`dpmlatent.clip.make_clip` (any open_clip CLIP works).
+        captioned: :class:`~dpmlatent.text.CaptionedData`.
+    """
+    from .clip import contrastive_loss
+    from .energies import clip_embed_images
+
+    _check_steps(steps, batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    tokens = tokenizer(list(captioned.captions))                                   # (N, L)
+    caption_id = {c: i for i, c in enumerate(sorted(set(captioned.captions)))}
+    ids = torch.tensor([caption_id[c] for c in captioned.captions])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(len(ids), (batch_size,), generator=gen)
+        x = _shift(captioned.images[idx], gen).to(device)
+        img = clip_embed_images(model, x)
+        txt = F.normalize(model.encode_text(tokens[idx].to(device)), dim=-1)
+        same = (ids[idx][:, None] == ids[idx][None, :]).to(device)
+        loss = contrastive_loss(img, txt, model.logit_scale, same)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    return TrainResult(model.eval(), losses)
+
+
 @torch.no_grad()
 def accuracy(model, test: data.ImageData) -> float:
     """Fraction of ``test`` images whose arg-max label is right."""
@@ -256,6 +302,22 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
         result = train_diffusion(zoo.make_unet(entry.seed, entry.dataset), scheduler, train.images,
                                  steps=steps, seed=entry.seed, progress=progress)
         write = DDPMPipeline(unet=result.model, scheduler=scheduler).save_pretrained
+    elif entry.kind == "clip":
+        from safetensors.torch import save_file
+
+        from .clip import make_clip, write_config, zero_shot_accuracy
+
+        model, tokenizer = make_clip(entry.seed)
+        result = train_clip(model, tokenizer, train, steps=steps, seed=entry.seed, progress=progress)
+        result.model.half().float()              # measure the weights as stored (float16: 3.4 MB, not 6.8)
+        info["stored_dtype"] = "float16"
+        info["zero_shot_test_accuracy"] = {k: round(v, 4) for k, v in zero_shot_accuracy(
+            result.model, tokenizer, training_data(entry.dataset, "test")).items()}
+
+        def write(folder):
+            write_config(folder)
+            save_file({k: v.half().contiguous() for k, v in result.model.state_dict().items()},
+                      folder / "open_clip_model.safetensors")
     elif entry.kind == "text-to-image":
         from .text_to_image import make_pipeline
 

@@ -8,7 +8,8 @@ code path (``DDPMPipeline.from_pretrained``) is what the book uses::
     checkpoints/<name>/scheduler/scheduler_config.json
     checkpoints/<name>/manifest.json      # sha256 of every file + how it was trained
 
-The classifier is ``config.json`` + ``model.safetensors`` + ``manifest.json``.
+The classifiers are ``config.json`` + ``model.safetensors`` + ``manifest.json``; the CLIP model is
+open_clip's ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
 Rebuild any entry with ``python -m dpmlatent.train NAME``.
 """
 
@@ -57,12 +58,17 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "CNN telling handwritten (0) from typeset (1) digits: the realism metric of translation"),
     ZooEntry("ddpm-toy-moons", "diffusion-2d", "toy-moons", 0, 4000,
              "DDPM on 2-D two moons (each point a 2x1x1 'image'), for trajectory pictures"),
+    ZooEntry("ddpm-handwritten-rare", "diffusion", "handwritten-rare", 0, 6000,
+             "DDPM on handwritten digits where sevens are rare (2% of the data): the coverage experiment"),
+    ZooEntry("clip-digits", "clip", "digits-captioned", 0, 3000,
+             "Tiny CLIP (open_clip classes, custom config): a 2-layer ViT and a 2-layer text transformer "
+             "trained contrastively on captioned handwritten and typeset digits; the CLIP energy's default"),
     ZooEntry("t2i-digits", "text-to-image", "digits-captioned", 0, 5000,
              "Text-to-image: UNet2DConditionModel + tiny CLIPTextModel on captioned handwritten and "
              "typeset digits ('a bold typeset seven'), caption dropout 10% for guidance"),
 )}
 
-KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image")
+KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image", "clip")
 
 
 class CheckpointError(RuntimeError):
@@ -72,7 +78,7 @@ class CheckpointError(RuntimeError):
 def names(kind: str | None = None) -> list[str]:
     """Names of the shipped models, optionally only those of ``kind`` (one of :data:`KINDS`:
     8x8 digit "diffusion" models, the "diffusion-2d" toy model, the classifiers, the
-    "text-to-image" model)."""
+    "text-to-image" model, the "clip" model)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
     return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
@@ -205,7 +211,9 @@ def load(name: str, *, device: torch.device | str | None = None,
         loaded with ``DDPMPipeline.from_pretrained``; for the text-to-image model a
         :class:`dpmlatent.text_to_image.PixelTextToImagePipeline` (``.unet``, ``.text_encoder``,
         ``.tokenizer``, ``.scheduler``: a DDIMScheduler); for a classifier, a
-        :class:`dpmlatent.classifier.DigitClassifier`.
+        :class:`dpmlatent.classifier.DigitClassifier`; for the CLIP model, the pair
+        ``(model, tokenizer)`` of :func:`dpmlatent.energies.load_clip` (open_clip's own loading of a
+        ``local-dir`` folder; stored in float16, computed in float32 unless ``dtype`` says otherwise).
 
     Raises:
         ValueError: unknown name.
@@ -241,6 +249,11 @@ def load(name: str, *, device: torch.device | str | None = None,
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model
+    if entry.kind == "clip":
+        from .energies import load_clip
+
+        model, tokenizer = load_clip(folder)
+        return model.to(device=device, dtype=dtype).eval(), tokenizer
     from safetensors.torch import load_file
 
     from .classifier import ClassifierConfig, DigitClassifier

@@ -1,0 +1,139 @@
+"""Energies on images for plug-and-play guidance (:mod:`dpmlatent.guidance`).
+
+An energy maps images ``(B, C, H, W)`` in ``[-1, 1]`` to ``(B,)``; low energy = wanted. Every
+energy here is differentiable in the images and runs on their device and dtype.
+
+* :func:`classifier_energy` — ``E(x) = -log p(y | x)`` of a classifier (the zoo's digit classifier).
+* :func:`clip_energy` — ``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` of any **open_clip** model
+  (the zoo's tiny ``clip-digits``, or real open_clip weights loaded with :func:`load_clip`).
+* :func:`combine` — ``E(x) = sum_i w_i E_i(x)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["classifier_energy", "clip_energy", "combine", "load_clip", "clip_embed_images"]
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+
+
+def classifier_energy(classifier: torch.nn.Module, target) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``E(x) = -log p(target | x)`` under ``classifier`` (logits ``(B, K)``).
+
+    Args:
+        classifier: maps images to logits, e.g. ``zoo.load("digit-classifier")`` (``(B, 1, 8, 8)``).
+        target: a class index in ``[0, K)`` for every image, or a ``(B,)`` tensor of indices.
+    """
+    num_classes = getattr(getattr(classifier, "config", None), "num_classes", None)
+
+    def check_class(y: int) -> None:
+        if num_classes is not None and not 0 <= y < num_classes:
+            raise ValueError(f"target must be a class index in [0, {num_classes - 1}], got {y}")
+
+    if isinstance(target, torch.Tensor):
+        if target.ndim != 1 or target.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"target must be an int or a (B,) integer tensor, got {target.dtype} {tuple(target.shape)}")
+        for y in target.tolist():
+            check_class(y)
+    elif isinstance(target, int) and not isinstance(target, bool):
+        check_class(target)
+    else:
+        raise TypeError(f"target must be an int or a (B,) integer tensor, got {type(target).__name__}")
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        _check_images(x)
+        logp = F.log_softmax(classifier(x), dim=1)
+        if isinstance(target, int):
+            return -logp[:, target]
+        if len(target) != len(x):
+            raise ValueError(f"target holds {len(target)} classes for {len(x)} images")
+        return -logp.gather(1, target.to(x.device).view(-1, 1)).squeeze(1)
+    return energy
+
+
+def load_clip(name_or_path: str | os.PathLike, *, device=None):
+    """An open_clip model and its tokenizer from a local folder (``open_clip_config.json`` + weights,
+    open_clip's ``local-dir:`` layout: the zoo's ``clip-digits``, or real weights saved there) or any
+    name ``open_clip.create_model`` accepts (``"hf-hub:..."`` downloads). Returns ``(model, tokenizer)``
+    in eval mode."""
+    import open_clip
+
+    if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():
+        name = f"local-dir:{Path(name_or_path)}"
+    elif isinstance(name_or_path, str):
+        name = name_or_path
+    else:
+        raise TypeError(f"name_or_path must be a string or path, got {type(name_or_path).__name__}")
+    model = open_clip.create_model(name, device=device or "cpu")
+    return model.eval(), open_clip.get_tokenizer(name)
+
+
+def clip_embed_images(model, x: torch.Tensor) -> torch.Tensor:
+    """Unit-norm open_clip image embeddings ``(B, D)`` of images in ``[-1, 1]``.
+
+    Differentiable preprocessing: to ``[0, 1]``, grey to 3 channels, bilinear resize to the
+    model's ``visual.image_size``, normalisation with the model's own mean and std
+    (``visual.preprocess_cfg``)."""
+    _check_images(x)
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {x.shape[1]}")
+    size = tuple(model.visual.image_size) if isinstance(model.visual.image_size, (tuple, list)) \
+        else (model.visual.image_size,) * 2
+    cfg = model.visual.preprocess_cfg
+    img = (x + 1) / 2
+    if img.shape[1] == 1:
+        img = img.expand(-1, 3, -1, -1)
+    if tuple(img.shape[-2:]) != size:
+        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+    mean = torch.tensor(cfg["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return F.normalize(model.encode_image((img - mean) / std), dim=-1)
+
+
+def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` with an open_clip model (Radford et al. 2021).
+
+    Args:
+        model, tokenizer: from :func:`load_clip` (or ``zoo.load("clip-digits")``).
+        prompts: one prompt for every image, or one per image.
+
+    The text embeddings are computed once, here; the energy lies in ``[0, 2]``.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenizer(list(prompts)).to(device)), dim=-1)
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        img = clip_embed_images(model, x)
+        if len(text) not in (1, len(img)):
+            raise ValueError(f"{len(text)} prompts for {len(img)} images: give one prompt, or one per image")
+        return 1 - (img * text.to(img.dtype)).sum(-1)
+    return energy
+
+
+def combine(*terms: tuple[float, Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``E(x) = sum_i w_i E_i(x)`` from ``(w_i, E_i)`` pairs, e.g.
+    ``combine((1.0, classifier_energy(clf, 7)), (5.0, clip_energy(clip, tok, "a bold handwritten seven")))``."""
+    if not terms:
+        raise ValueError("combine needs at least one (weight, energy) pair")
+    for term in terms:
+        if not (isinstance(term, tuple) and len(term) == 2 and isinstance(term[0], (int, float))
+                and callable(term[1])):
+            raise TypeError(f"each term must be a (weight, energy) pair, got {term!r}")
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        return sum(w * e(x) for w, e in terms)
+    return energy

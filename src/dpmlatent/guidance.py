@@ -1,0 +1,175 @@
+"""Plug-and-play guidance in the latent space (Wu & De la Torre, Sec. 5).
+
+Once a sampler is a deterministic map ``x = G(z)`` from a Gaussian code ``z ~ N(0, I)``, any
+energy ``E`` on images guides it the same way, diffusion model or GAN: sample the code from
+
+    p(z) ∝ N(z; 0, I) · exp(-λ E(G(z))),    i.e.  p(z) ∝ exp(-U(z)),  U(z) = ½‖z‖² + λ E(G(z)),
+
+with Langevin dynamics ``z <- z - (s/2) ∇U(z) + √s · n``, ``n ~ N(0, I)``.
+
+* :func:`langevin` — the generic sampler of ``p(z) ∝ exp(-U(z))`` (any ``U``, any shape of ``z``).
+* :func:`latent_energy` — builds ``U`` from a generator and an energy on images.
+* :func:`guide` — both together: Langevin on ``U``, then the images ``G(z)`` of the final codes.
+* :func:`diffusion_generator` — ``G`` of a diffusion model, the sampler chain of
+  :func:`dpmlatent.latent.decode`, checkpointed per step so that memory stays flat in the
+  number of steps. A GAN's generator module is already a ``G`` (codes ``(B, latent_dim)`` -> images).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from .latent import LatentCode, decode
+
+__all__ = ["LangevinResult", "langevin", "latent_energy", "diffusion_generator", "Guided", "guide"]
+
+
+@dataclasses.dataclass
+class LangevinResult:
+    """``z``: the final code (the type of ``z0``); ``energies``: ``(steps + 1, B)``, ``U`` of every
+    iterate from ``z0`` on (detached, on the CPU), to plot how the chain settles."""
+
+    z: torch.Tensor | LatentCode
+    energies: torch.Tensor
+
+
+def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
+    """``z0`` as a ``(B, D)`` tensor, and the map back to ``z0``'s type and shape."""
+    if isinstance(z0, LatentCode):
+        return z0.flatten(), z0.unflatten
+    if isinstance(z0, torch.Tensor):
+        if z0.ndim < 1 or len(z0) == 0:
+            raise ValueError(f"z0 must have a non-empty batch dimension first, got shape {tuple(z0.shape)}")
+        shape = z0.shape
+        return z0.reshape(len(z0), -1), lambda flat: flat.reshape(shape)
+    raise TypeError(f"z0 must be a torch.Tensor or a LatentCode, got {type(z0).__name__}")
+
+
+def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
+             generator: torch.Generator | None = None, progress: bool = True) -> LangevinResult:
+    """Unadjusted Langevin dynamics for ``p(z) ∝ exp(-energy_fn(z))``.
+
+    Each of the ``steps`` iterations does ``z <- z - (step_size / 2) ∇U(z) + √step_size · n``
+    with ``n ~ N(0, I)`` and ``U = energy_fn``. For small ``step_size`` and many steps ``z`` is
+    (approximately) distributed as ``p``; the bias of the discretisation grows with ``step_size``.
+
+    Args:
+        energy_fn: ``U``, the *whole* energy (prior included, e.g. :func:`latent_energy`): takes
+            a ``z`` of ``z0``'s type and shape, returns one value per sample, shape ``(B,)``.
+        z0: the start, a tensor ``(B, ...)`` of any shape or a :class:`~dpmlatent.latent.LatentCode`.
+            The chain runs on its device and dtype.
+        steps: number of iterations, >= 1.
+        step_size: ``s`` > 0.
+        generator: draws the noises ``n`` (``randn_tensor``: a CPU generator gives the same chain
+            on every device).
+        progress: tqdm bar.
+
+    Returns:
+        :class:`LangevinResult` with ``.z`` (``z0``'s type) and ``.energies`` ``(steps + 1, B)``.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(step_size, (int, float)) or isinstance(step_size, bool) or not step_size > 0:
+        raise ValueError(f"step_size must be a number > 0, got {step_size!r}")
+    flat, unflat = _as_flat(z0)
+    batch = len(flat)
+
+    def energy_and_grad(flat):
+        flat = flat.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = energy_fn(unflat(flat))
+            if not isinstance(u, torch.Tensor) or u.shape != (batch,):
+                raise ValueError(f"energy_fn must return one energy per sample, shape ({batch},), got "
+                                 f"{getattr(u, 'shape', type(u).__name__)}")
+            (grad,) = torch.autograd.grad(u.sum(), flat)
+        return u.detach(), grad
+
+    energies = []
+    u, grad = energy_and_grad(flat)
+    energies.append(u.cpu())
+    for _ in tqdm(range(steps), desc="langevin", disable=not progress):
+        noise = randn_tensor(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)
+        flat = flat.detach() - 0.5 * step_size * grad + step_size ** 0.5 * noise
+        u, grad = energy_and_grad(flat)
+        energies.append(u.cpu())
+    return LangevinResult(unflat(flat.detach()), torch.stack(energies))
+
+
+def latent_energy(generator_fn: Callable, energy: Callable, *, weight: float) -> Callable:
+    """``U(z) = ½‖z‖² + weight · E(G(z))``: the energy of the guided code distribution.
+
+    Args:
+        generator_fn: ``G``, code -> images (:func:`diffusion_generator`, or a GAN's generator).
+        energy: ``E``, images -> ``(B,)`` (see :mod:`dpmlatent.energies`).
+        weight: ``λ`` >= 0 (0 leaves the prior ``N(0, I)``).
+
+    Returns:
+        ``U``, taking a code (tensor ``(B, ...)`` or ``LatentCode``) and returning ``(B,)``.
+    """
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+
+    def u(z):
+        flat = z.flatten() if isinstance(z, LatentCode) else z.reshape(len(z), -1)
+        prior = 0.5 * flat.pow(2).sum(1)
+        if weight == 0:
+            return prior
+        e = energy(generator_fn(z))
+        if not isinstance(e, torch.Tensor) or e.shape != prior.shape:
+            raise ValueError(f"energy must return one value per image, shape {tuple(prior.shape)}, got "
+                             f"{getattr(e, 'shape', type(e).__name__)}")
+        return prior + weight * e
+    return u
+
+
+def diffusion_generator(unet, scheduler, *, eta: float, checkpoint: bool = True, cond=None, uncond=None,
+                        guidance_scale: float = 1.0) -> Callable:
+    """``G(z)`` of a diffusion model for guidance: ``decode(unet, scheduler, z, ...)`` with every
+    sampler step checkpointed (``checkpoint=True``), so backpropagating through ``S`` steps stores one
+    step's activations instead of ``S`` (see ``benchmarks/guidance_memory.py``). The code fixes the
+    number of steps (``z.num_inference_steps``); use a short chain (10-20 DDIM steps) for guidance."""
+    def g(z: LatentCode) -> torch.Tensor:
+        if not isinstance(z, LatentCode):
+            raise TypeError(f"a diffusion generator takes a LatentCode, got {type(z).__name__}")
+        return decode(unet, scheduler, z, eta=eta, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
+                      checkpoint=checkpoint)
+    return g
+
+
+
+@dataclasses.dataclass
+class Guided:
+    """``images``: ``G(z)`` of the final codes ``(B, C, H, W)``; ``energies``: ``E(G(z))`` of every
+    iterate, ``(steps + 1, B)``; ``result``: the :class:`LangevinResult` (``.z``, ``U`` trace)."""
+
+    images: torch.Tensor
+    energies: torch.Tensor
+    result: LangevinResult
+
+
+def guide(generator_fn: Callable, energy: Callable, z0, *, weight: float, steps: int, step_size: float,
+          generator: torch.Generator | None = None, progress: bool = True) -> Guided:
+    """Sample ``z ∝ N(0, I) exp(-weight E(G(z)))`` by :func:`langevin` from ``z0`` and decode it.
+
+    Besides the trace of ``U`` (in ``result.energies``) it records the image energy ``E(G(z_k))``
+    of every iterate, the quantity guidance lowers, in ``energies``.
+    """
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+        raise ValueError(f"weight must be a number > 0 for guidance (0 samples the prior: use z0 itself), got {weight!r}")
+    trace = []
+
+    def image_energy(x):
+        e = energy(x)
+        trace.append(e.detach().cpu())
+        return e
+
+    u = latent_energy(generator_fn, image_energy, weight=weight)
+    result = langevin(u, z0, steps=steps, step_size=step_size, generator=generator, progress=progress)
+    with torch.no_grad():
+        images = generator_fn(result.z)
+    return Guided(images, torch.stack(trace), result)

@@ -1,0 +1,202 @@
+"""Latent-space guidance: Langevin, the guided energy, checkpointed decoding, energies on images."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from dpmlatent.energies import classifier_energy, clip_embed_images, clip_energy, combine, load_clip
+from dpmlatent.guidance import diffusion_generator, langevin, latent_energy
+from dpmlatent.latent import LatentCode, sample_latent
+
+
+def _toy_generator():
+    """A GAN-shaped G: (B, 32) Gaussian codes -> (B, 1, 8, 8) images in [-1, 1] (random weights)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 8, 8))).eval()
+
+
+def _code(batch=2, steps=5, seed=0):
+    sched = DDIMScheduler(num_train_timesteps=100)
+    z = sample_latent((batch, 1, 8, 8), sched, steps, 1.0, generator=torch.Generator().manual_seed(seed))
+    return sched, z
+
+
+def test_langevin_on_the_prior_alone_samples_a_standard_gaussian():
+    # U(z) = ||z||^2 / 2: p = N(0, I). The chain z' = (1 - s/2) z + sqrt(s) n has stationary variance
+    # 1 / (1 - s/4) (1.005 at s = 0.02); from z = 3 the mean decays as 3 (1 - s/2)^k: 1e-4 after 1000 steps.
+    z0 = torch.full((8000, 2), 3.0, dtype=torch.float64)
+    res = langevin(lambda z: 0.5 * z.pow(2).sum(1), z0, steps=1000, step_size=0.02,
+                   generator=torch.Generator().manual_seed(0), progress=False)
+    z = res.z
+    assert z.shape == z0.shape and z.dtype == torch.float64
+    assert z.mean(0).abs().max() < 0.04                      # SE 0.011
+    assert (z.var(0) - 1 / (1 - 0.02 / 4)).abs().max() < 0.05  # SE 0.016
+    assert abs(torch.corrcoef(z.T)[0, 1]) < 0.04
+    assert res.energies.shape == (1001, 8000)
+    assert res.energies[0].mean() == pytest.approx(9.0) and res.energies[-1].mean() == pytest.approx(1.0, abs=0.05)
+
+
+def test_langevin_follows_the_energy_and_keeps_the_code_type():
+    sched, z = _code()
+    # A linear energy on the code: the stationary mean is shifted by -weight * direction.
+    direction = torch.zeros(z.dim)
+    direction[0] = 1.0
+    u = latent_energy(lambda c: c.flatten(), lambda flat: flat @ direction, weight=2.0)
+    res = langevin(u, z, steps=300, step_size=0.05, generator=torch.Generator().manual_seed(1), progress=False)
+    assert isinstance(res.z, LatentCode) and res.z.timesteps.equal(z.timesteps)
+    assert res.z.x_start[:, 0, 0, 0].mean() < -1.0           # pulled to -2 from N(0, 1)
+
+
+def test_langevin_validation():
+    u = lambda z: 0.5 * z.pow(2).sum(1)  # noqa: E731
+    z0 = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="step_size must be a number > 0"):
+        langevin(u, z0, steps=5, step_size=0.0)
+    with pytest.raises(ValueError, match="step_size must be a number > 0"):
+        langevin(u, z0, steps=5, step_size=-1e-3)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        langevin(u, z0, steps=0, step_size=0.1)
+    with pytest.raises(ValueError, match=r"one energy per sample, shape \(4,\)"):
+        langevin(lambda z: z.pow(2).sum(), z0, steps=1, step_size=0.1, progress=False)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        langevin(lambda z: z.pow(2), z0, steps=1, step_size=0.1, progress=False)
+    with pytest.raises(TypeError, match="z0 must be"):
+        langevin(u, [0.0, 1.0], steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="weight must be a number >= 0"):
+        latent_energy(lambda z: z, lambda x: x.sum(1), weight=-1.0)
+
+
+def test_gradients_flow_from_the_energy_to_every_part_of_the_code(tiny_unet):
+    sched, z = _code()
+    g = diffusion_generator(tiny_unet, sched, eta=1.0)
+    u = latent_energy(g, lambda x: x.pow(2).mean((1, 2, 3)), weight=10.0)
+    flat = z.flatten().requires_grad_(True)
+    u(z.unflatten(flat)).sum().backward()
+    grad = z.unflatten(flat.grad)
+    prior_grad = z.unflatten(flat.detach())                   # gradient of ||z||^2 / 2 alone
+    for part, prior in [(grad.x_start, prior_grad.x_start)] + list(zip(grad.noises, prior_grad.noises))[:-1]:
+        assert (part - prior).abs().max() > 1e-6              # the energy reaches x_T and every noise that is used
+    with pytest.raises(TypeError, match="LatentCode"):
+        g(torch.zeros(2, 64))
+
+
+def test_checkpointed_and_plain_gradients_agree(tiny_unet):
+    sched, z = _code(steps=6)
+    z, unet = z.to(torch.float64), tiny_unet.double()
+    grads = []
+    for checkpoint in (False, True):
+        u = latent_energy(diffusion_generator(unet, sched, eta=1.0, checkpoint=checkpoint),
+                          lambda x: x.pow(2).mean((1, 2, 3)), weight=1.0)
+        flat = z.flatten().requires_grad_(True)
+        u(z.unflatten(flat)).sum().backward()
+        grads.append(flat.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-10, rtol=0)
+    assert grads[0].abs().max() > 0
+
+
+def test_classifier_energy_and_combine():
+    from dpmlatent.classifier import DigitClassifier
+
+    clf = DigitClassifier().eval()
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    logp = torch.log_softmax(clf(x), 1)
+    assert torch.allclose(classifier_energy(clf, 7)(x), -logp[:, 7])
+    assert torch.allclose(classifier_energy(clf, torch.tensor([1, 2, 3]))(x), -logp[[0, 1, 2], [1, 2, 3]])
+    both = combine((1.0, classifier_energy(clf, 7)), (0.5, classifier_energy(clf, 1)))
+    assert torch.allclose(both(x), -logp[:, 7] - 0.5 * logp[:, 1])
+    with pytest.raises(ValueError, match=r"class index in \[0, 9\]"):
+        classifier_energy(clf, 10)
+    with pytest.raises(TypeError, match="target must be"):
+        classifier_energy(clf, "seven")
+    with pytest.raises(ValueError, match="3 images"):
+        classifier_energy(clf, torch.tensor([1, 2]))(x)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        classifier_energy(clf, 1)(x[0])
+    with pytest.raises(ValueError, match="at least one"):
+        combine()
+    with pytest.raises(TypeError, match="pair"):
+        combine(classifier_energy(clf, 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory):
+    """A random tiny open_clip model saved in open_clip's local-dir layout (config + safetensors)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("clip")
+    cfg = {"model_cfg": {"embed_dim": 16, "vision_cfg": {"image_size": 8, "layers": 1, "width": 32, "patch_size": 4,
+                                                         "head_width": 16},
+                         "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}},
+           "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{folder}")
+    save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
+    return folder, model.state_dict()
+
+
+def test_load_clip_from_a_local_folder_and_clip_energy(tiny_clip_folder):
+    folder, state = tiny_clip_folder
+    model, tokenizer = load_clip(folder)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())   # the weights were loaded
+    assert tokenizer(["a handwritten seven"]).shape == (1, 8)
+    x = (torch.rand(4, 1, 8, 8) * 2 - 1).requires_grad_(True)
+    e = clip_energy(model, tokenizer, "a handwritten seven")(x)
+    assert e.shape == (4,) and ((0 <= e) & (e <= 2)).all()
+    e.sum().backward()
+    assert x.grad.abs().max() > 0
+    # 1 - cos by its definition, on an image the model's own size (3 channels, no resize)
+    img = clip_embed_images(model, x.detach())
+    txt = torch.nn.functional.normalize(model.encode_text(tokenizer(["a bold typeset two"] * 4)), dim=-1)
+    per_image = clip_energy(model, tokenizer, ["a bold typeset two"] * 4)(x.detach())
+    assert torch.allclose(per_image, 1 - (img * txt).sum(-1), atol=1e-6)
+    big = clip_embed_images(model, torch.rand(2, 3, 16, 16) * 2 - 1)             # resized to 8x8
+    assert big.shape == (2, 16) and torch.allclose(big.norm(dim=-1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ValueError, match="2 prompts for 4 images"):
+        clip_energy(model, tokenizer, ["a", "b"])(x)
+    with pytest.raises(ValueError, match="prompts must be"):
+        clip_energy(model, tokenizer, [])
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        clip_embed_images(model, torch.zeros(1, 2, 8, 8))
+
+
+def test_guide_lowers_the_image_energy_and_records_it():
+    from dpmlatent.guidance import guide
+
+    gan = _toy_generator()
+    target = torch.zeros(1, 1, 8, 8)
+    energy = lambda x: (x - target).pow(2).mean((1, 2, 3))  # noqa: E731
+    z0 = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    out = guide(gan, energy, z0, weight=50.0, steps=40, step_size=0.02, generator=torch.Generator().manual_seed(0),
+                progress=False)
+    assert out.images.shape == (8, 1, 8, 8) and out.energies.shape == (41, 8)
+    assert torch.allclose(out.energies[-1], energy(out.images), atol=1e-6)
+    assert out.energies[-1].mean() < out.energies[0].mean()
+    with pytest.raises(ValueError, match="weight must be a number > 0"):
+        guide(gan, energy, z0, weight=0.0, steps=1, step_size=0.1)
+
+
+def test_coverage_experiment_rows_and_diversity():
+    from dpmlatent.classifier import DigitClassifier
+    from dpmlatent.coverage import coverage_experiment, format_coverage_table, mean_pairwise_distance
+    from dpmlatent.energies import classifier_energy
+
+    a = torch.zeros(3, 1, 2, 2)
+    a[1] += 1.0
+    a[2] -= 1.0                                    # distances 2, 2, 4 -> mean 8/3
+    assert mean_pairwise_distance(a) == pytest.approx(8 / 3)
+    assert mean_pairwise_distance(a[:1]) != mean_pairwise_distance(a[:1])   # nan
+    torch.manual_seed(0)
+    gan, judge = _toy_generator(), DigitClassifier().eval().requires_grad_(False)
+    z0 = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    rows, runs = coverage_experiment({"gan": (gan, z0, 0.01)}, {"clf": (1.0, classifier_energy(judge, 7))},
+                                     judge=judge, target=7, steps=3, threshold=0.1, progress=False)
+    (row,) = rows
+    assert (row.model, row.energy, row.num_samples) == ("gan", "clf", 6)
+    assert 0 <= row.success_before <= 1 and 0 <= row.success <= 1
+    assert row.energy_before == pytest.approx(runs["gan", "clf"].energies[0].mean().item())
+    assert runs["gan", None].shape == (6, 1, 8, 8)
+    assert format_coverage_table(rows).count("\n") == 1
