@@ -7,8 +7,10 @@ during the backward pass instead. For each number of DDIM steps, this prints the
 forward + backward (median of --repeats) and the peak extra resident memory it needed, with both
 settings, and checks that both give the same gradient.
 
-Each measurement runs in a fresh subprocess (peak RSS, /proc/self/status VmHWM, cannot be reset
-inside a process); on a CUDA device it reports torch.cuda.max_memory_allocated instead.
+Each setting runs in a fresh subprocess: the peak RSS (VmHWM, reset through /proc/self/clear_refs,
+Linux) above the resident memory before the first forward + backward is its memory (later runs reuse
+memory the allocator kept); the time is the median of the following runs. On a CUDA device it
+reports torch.cuda.max_memory_allocated above the allocated memory instead.
 
     .venv/bin/python benchmarks/guidance_memory.py [--steps 5 10 20 40] [--batch 16] [--device cpu]
 """
@@ -44,8 +46,10 @@ clf = zoo.load("digit-classifier", device=device).requires_grad_(False)
 z = sample_latent((batch, 1, 8, 8), sched, steps, 1.0, generator=torch.Generator().manual_seed(0), device=device)
 u = latent_energy(diffusion_generator(unet, sched, eta=1.0, checkpoint=checkpoint), classifier_energy(clf, 7), weight=1.0)
 times = []
-for r in range(repeats + 1):                      # the first run warms up
-    if r == 1:
+for r in range(repeats + 1):                      # memory from the first run, time from the others
+    if r == 0:
+        with open("/proc/self/clear_refs", "w") as f:   # reset VmHWM (the peak) to the current RSS
+            f.write("5")
         base = rss_kb("VmRSS")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(); base_cuda = torch.cuda.memory_allocated()
@@ -55,7 +59,9 @@ for r in range(repeats + 1):                      # the first run warms up
     if device.type == "cuda":
         torch.cuda.synchronize()
     times.append(time.perf_counter() - start)
-peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20 if device.type == "cuda" else (rss_kb("VmHWM") - base) / 1024
+    if r == 0:
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20 if device.type == "cuda" \
+            else (rss_kb("VmHWM") - base) / 1024
 print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "peak_mb": peak, "grad": flat.grad.double().norm().item()}))
 """
 

@@ -1,7 +1,7 @@
 """Quality table of the shipped diffusion models (issue: foundation, "quality bar").
 
 For each digit diffusion model in the zoo (the letters model is a control domain, not measured here): 512 samples
-with 50 DDIM steps (eta = 0, seed 0), then
+with 50 DDIM steps (eta = 0, seed 0), and for each GAN 512 samples G(z) (seed 0), then
   * the share the zoo classifier labels with p >= 0.9        (bar: >= 0.80 for digit models)
   * the predicted-class histogram                            (bar: every class in [5%, 15%];
                                                                n/a for the model trained with rare sevens)
@@ -42,6 +42,15 @@ def main() -> None:
                                           train.training_data(entry.dataset, "test").images,
                                           num_samples=args.samples, num_inference_steps=args.steps,
                                           progress=False))
+        seconds[name] = time.perf_counter() - start
+
+    for name in zoo.names("gan"):          # the GANs, same table: samples G(z), z ~ N(0, I)
+        start = time.perf_counter()
+        gan = zoo.load(name)
+        with torch.no_grad():
+            images = gan(torch.randn(args.samples, gan.config.latent_dim, generator=torch.Generator().manual_seed(0)))
+        real = train.training_data("handwritten", "test").images     # every class, also for the rare-seven GAN
+        rows.append(metrics.quality_row(name, images, classifier, real))
         seconds[name] = time.perf_counter() - start
 
     print("classifier held-out accuracy: " + ", ".join(f"{d} {a:.3f}" for d, a in acc.items())

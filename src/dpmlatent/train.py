@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import data, zoo
 
 __all__ = ["DATASETS", "DOMAINS", "training_data", "TrainResult", "train_diffusion", "train_text_to_image",
-           "train_classifier", "train_clip",
+           "train_classifier", "train_clip", "train_gan",
            "accuracy", "build", "main"]
 
 DATASETS = ("handwritten", "handwritten-rare", "typeset-digits", "typeset-letters", "digits-mixed", "digits-domain",
@@ -278,6 +278,43 @@ def train_clip(model, tokenizer, captioned, *, steps: int, batch_size: int = 256
     return TrainResult(model.eval(), losses)
 
 
+def train_gan(generator, discriminator, images: torch.Tensor, *, steps: int, batch_size: int = 128,
+              lr: float = 2e-4, seed: int = 0, progress: bool = True) -> TrainResult:
+    """Train a GAN (in place) with the non-saturating loss (Goodfellow et al. 2014):
+
+    ``L_D = E[softplus(-D(x))] + E[softplus(D(G(z)))]``, ``L_G = E[softplus(-D(G(z)))]``, one D step
+    and one G step per iteration, Adam(lr, betas 0.5, 0.999) as in DCGAN. ``losses`` records ``L_D``.
+
+    Returns:
+        :class:`TrainResult` whose ``model`` is the generator, in eval mode (BatchNorm running statistics).
+    """
+    _check_steps(steps, batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    images = images.to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+    generator.train()
+    discriminator.train()
+    losses = []
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for _ in bar:
+        real = images[torch.randint(len(images), (batch_size,), generator=gen).to(device)]
+        fake = generator(torch.randn(batch_size, generator.config.latent_dim, generator=gen).to(device))
+        loss_d = F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake.detach())).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.softplus(-discriminator(fake)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        losses.append(loss_d.item())
+        bar.set_postfix(d_loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", refresh=False)
+    discriminator.eval()
+    return TrainResult(generator.eval(), losses)
+
+
 @torch.no_grad()
 def accuracy(model, test: data.ImageData) -> float:
     """Fraction of ``test`` images whose arg-max label is right."""
@@ -302,6 +339,19 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
         result = train_diffusion(zoo.make_unet(entry.seed, entry.dataset), scheduler, train.images,
                                  steps=steps, seed=entry.seed, progress=progress)
         write = DDPMPipeline(unet=result.model, scheduler=scheduler).save_pretrained
+    elif entry.kind == "gan":
+        from safetensors.torch import save_file
+
+        from .gan import Discriminator, GANConfig, Generator
+
+        torch.manual_seed(entry.seed)
+        config = GANConfig()
+        result = train_gan(Generator(config), Discriminator(config), train.images, steps=steps, seed=entry.seed,
+                           progress=progress)
+
+        def write(folder):
+            (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, folder / "model.safetensors")
     elif entry.kind == "clip":
         from safetensors.torch import save_file
 

@@ -8,7 +8,7 @@ code path (``DDPMPipeline.from_pretrained``) is what the book uses::
     checkpoints/<name>/scheduler/scheduler_config.json
     checkpoints/<name>/manifest.json      # sha256 of every file + how it was trained
 
-The classifiers are ``config.json`` + ``model.safetensors`` + ``manifest.json``; the CLIP model is
+The classifiers and the GAN generators are ``config.json`` + ``model.safetensors`` + ``manifest.json``; the CLIP model is
 open_clip's ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
 Rebuild any entry with ``python -m dpmlatent.train NAME``.
 """
@@ -60,6 +60,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "DDPM on 2-D two moons (each point a 2x1x1 'image'), for trajectory pictures"),
     ZooEntry("ddpm-handwritten-rare", "diffusion", "handwritten-rare", 0, 6000,
              "DDPM on handwritten digits where sevens are rare (2% of the data): the coverage experiment"),
+    ZooEntry("gan-handwritten", "gan", "handwritten", 0, 4000,
+             "DCGAN on handwritten digits: the GAN of the guidance chapter (latent code N(0, I_32))"),
+    ZooEntry("gan-handwritten-rare", "gan", "handwritten-rare", 0, 4000,
+             "The same DCGAN on the rare-seven digits: the coverage experiment's GAN"),
     ZooEntry("clip-digits", "clip", "digits-captioned", 0, 3000,
              "Tiny CLIP (open_clip classes, custom config): a 2-layer ViT and a 2-layer text transformer "
              "trained contrastively on captioned handwritten and typeset digits; the CLIP energy's default"),
@@ -68,7 +72,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "typeset digits ('a bold typeset seven'), caption dropout 10% for guidance"),
 )}
 
-KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image", "clip")
+KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image", "clip", "gan")
 
 
 class CheckpointError(RuntimeError):
@@ -78,7 +82,7 @@ class CheckpointError(RuntimeError):
 def names(kind: str | None = None) -> list[str]:
     """Names of the shipped models, optionally only those of ``kind`` (one of :data:`KINDS`:
     8x8 digit "diffusion" models, the "diffusion-2d" toy model, the classifiers, the
-    "text-to-image" model, the "clip" model)."""
+    "text-to-image" model, the "clip" model, the "gan" generators)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
     return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
@@ -213,7 +217,8 @@ def load(name: str, *, device: torch.device | str | None = None,
         ``.tokenizer``, ``.scheduler``: a DDIMScheduler); for a classifier, a
         :class:`dpmlatent.classifier.DigitClassifier`; for the CLIP model, the pair
         ``(model, tokenizer)`` of :func:`dpmlatent.energies.load_clip` (open_clip's own loading of a
-        ``local-dir`` folder; stored in float16, computed in float32 unless ``dtype`` says otherwise).
+        ``local-dir`` folder; stored in float16, computed in float32 unless ``dtype`` says otherwise);
+        for a GAN, its :class:`dpmlatent.gan.Generator`.
 
     Raises:
         ValueError: unknown name.
@@ -257,9 +262,11 @@ def load(name: str, *, device: torch.device | str | None = None,
     from safetensors.torch import load_file
 
     from .classifier import ClassifierConfig, DigitClassifier
+    from .gan import GANConfig, Generator
 
-    config = ClassifierConfig(**json.loads((folder / "config.json").read_text()))
-    model = DigitClassifier(config)
+    config_cls, model_cls = (GANConfig, Generator) if entry.kind == "gan" else (ClassifierConfig, DigitClassifier)
+    config = config_cls(**json.loads((folder / "config.json").read_text()))
+    model = model_cls(config)
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.to(device=device, dtype=dtype).eval()
 
