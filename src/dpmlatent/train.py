@@ -322,6 +322,16 @@ def accuracy(model, test: data.ImageData) -> float:
     return (pred == test.labels).float().mean().item()
 
 
+def _config_and_weights_writer(config, model):
+    """``write(folder)`` for :func:`zoo.save_checkpoint`: ``config.json`` (a dataclass) + ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    def write(folder):
+        (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    return write
+
+
 def build(name: str, *, steps: int | None = None, root=None, progress: bool = True):
     """Train zoo entry ``name`` from scratch with its seed and write its checkpoint."""
     entry = zoo.ZOO.get(name)
@@ -340,8 +350,6 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
                                  steps=steps, seed=entry.seed, progress=progress)
         write = DDPMPipeline(unet=result.model, scheduler=scheduler).save_pretrained
     elif entry.kind == "gan":
-        from safetensors.torch import save_file
-
         from .gan import Discriminator, GANConfig, Generator
 
         torch.manual_seed(entry.seed)
@@ -349,9 +357,7 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
         result = train_gan(Generator(config), Discriminator(config), train.images, steps=steps, seed=entry.seed,
                            progress=progress)
 
-        def write(folder):
-            (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-            save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, folder / "model.safetensors")
+        write = _config_and_weights_writer(config, result.model)
     elif entry.kind == "clip":
         from safetensors.torch import save_file
 
@@ -376,8 +382,6 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
         info["stored_dtype"] = "float16"  # halves the files (UNet 1.7M parameters: 3.2 MB)
         write = result.model.to(dtype=torch.float16).save_pretrained
     else:
-        from safetensors.torch import save_file
-
         from .classifier import ClassifierConfig, DigitClassifier
 
         torch.manual_seed(entry.seed)
@@ -386,11 +390,7 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
                                   progress=progress)
         info["test_accuracy"] = round(accuracy(result.model, training_data(entry.dataset, "test")), 4)
 
-        def write(folder):
-            (folder / "config.json").write_text(
-                json.dumps(dataclasses.asdict(result.model.config), indent=2) + "\n")
-            save_file({k: v.contiguous() for k, v in result.model.state_dict().items()},
-                      folder / "model.safetensors")
+        write = _config_and_weights_writer(config, result.model)
     info["final_loss_mean_last_100"] = round(sum(result.losses[-100:]) / min(100, steps), 5)
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     return zoo.save_checkpoint(name, write, info, root)
