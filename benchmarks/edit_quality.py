@@ -12,6 +12,10 @@ seed, and scored:
   * domain  : the domain classifier reads the target domain
   * ink x   : mean ink of the edits / mean ink of the inputs
   * PSNR, SSIM to the input (faithfulness)
+  * CLIP    : CLIP score of the edit and the target prompt, cos(f_img(edit), f_txt(target)), with the
+              zoo's tiny clip-digits (the header line gives the inputs' score with their own caption
+              and with the target caption, for reference)
+  * dCLIP   : directional CLIP similarity, cos(f_img(edit) - f_img(input), f_txt(target) - f_txt(source))
 
     .venv/bin/python benchmarks/edit_quality.py [--images 64] [--strengths 0.3 0.5 0.8] [--guidance 1 3]
 """
@@ -20,7 +24,7 @@ import argparse
 
 import torch
 
-from dpmlatent import zoo
+from dpmlatent import metrics, zoo
 from dpmlatent.edit_experiment import KINDS, edit_sweep, edit_task, format_edit_table
 
 
@@ -38,12 +42,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = zoo.load("t2i-digits")
     digit, domain = zoo.load("digit-classifier"), zoo.load("domain-classifier")
+    clip = zoo.load("clip-digits")
     for kind in args.kinds:
         task = edit_task(kind, num_images=args.images, seed=args.seed)
         rows, _ = edit_sweep(pipe, task, digit_classifier=digit, domain_classifier=domain,
                              strengths=tuple(args.strengths), guidance_scales=tuple(args.guidance),
-                             num_inference_steps=args.steps, eta=args.eta, seed=args.seed, progress=False)
-        print(f"\n{kind} edits: {args.images} held-out inputs, {args.steps} steps, seed {args.seed}")
+                             num_inference_steps=args.steps, eta=args.eta, seed=args.seed, clip=clip, progress=False)
+        own, tgt = (metrics.clip_score(*clip, task.images, p).mean().item() for p in (task.source_prompts, task.prompts))
+        print(f"\n{kind} edits: {args.images} held-out inputs, {args.steps} steps, seed {args.seed}; "
+              f"CLIP score of the inputs with their own caption {own:.3f}, with the target caption {tgt:.3f}")
         print(format_edit_table(rows))
 
 

@@ -1,5 +1,7 @@
 """Text-guided editing: exactness, parity with diffusers' CycleDiffusionPipeline, input checks."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -162,6 +164,61 @@ def test_edit_tasks_and_sweep_on_a_random_pipeline():
     with pytest.raises(ValueError, match="single-method"):
         edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom, label="x",
                    num_inference_steps=4, progress=False)
+    assert all(math.isnan(r.clip_score) and math.isnan(r.clip_direction) for r in rows)
+    assert "CLIP" not in format_edit_table(rows)
+
+
+def test_clip_scores_of_edits_and_selection_by_clip():
+    from dpmlatent import metrics
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+    from dpmlatent.clip import make_clip
+    from dpmlatent.edit_experiment import evaluate_edit, edit_task, format_edit_table, select_by_clip
+    from dpmlatent.energies import clip_embed_images, clip_embed_text
+
+    model, tokenizer = make_clip(0)
+    model.eval()
+    task = edit_task("digit", num_images=5)
+    x = task.images
+    edited = torch.flip(x, dims=(-1,))
+    # the CLIP score is the cosine of the two embeddings, per image and prompt
+    score = metrics.clip_score(model, tokenizer, edited, task.prompts)
+    img, txt = clip_embed_images(model, edited), clip_embed_text(model, tokenizer, task.prompts)
+    assert score.shape == (5,) and torch.allclose(score, (img * txt).sum(-1), atol=1e-6)
+    assert torch.allclose(metrics.clip_score(model, tokenizer, edited, task.prompts[0]),
+                          (img * txt[:1]).sum(-1), atol=1e-6)
+    # directional: cosine of the image step and the caption step; an unchanged image scores 0
+    d = metrics.clip_direction(model, tokenizer, edited, x, task.prompts, task.source_prompts)
+    step_img = img - clip_embed_images(model, x)
+    step_txt = txt - clip_embed_text(model, tokenizer, task.source_prompts)
+    assert torch.allclose(d, torch.nn.functional.cosine_similarity(step_img, step_txt, dim=-1), atol=1e-5)
+    assert metrics.clip_direction(model, tokenizer, x, x, task.prompts, task.source_prompts).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="prompts must be one string or a list of 5"):
+        metrics.clip_score(model, tokenizer, x, ["a", "b"])
+    with pytest.raises(ValueError, match="source_prompts must be one string or a list of 5"):
+        metrics.clip_direction(model, tokenizer, edited, x, task.prompts, ["a"])
+
+    torch.manual_seed(0)
+    clf, dom = DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    row = evaluate_edit(task, edited, method="flip", strength=1.0, guidance_scale=1.0, digit_classifier=clf,
+                        domain_classifier=dom, clip=(model, tokenizer))
+    assert row.clip_score == pytest.approx(score.mean().item(), abs=1e-6)
+    assert row.clip_direction == pytest.approx(d.mean().item(), abs=1e-6)
+    assert " CLIP  dCLIP" in format_edit_table([row])
+    with pytest.raises(TypeError, match="clip must be an"):
+        evaluate_edit(task, edited, method="flip", strength=1.0, guidance_scale=1.0, digit_classifier=clf,
+                      domain_classifier=dom, clip=model)
+
+    # best of three candidates per input by the CLIP score
+    candidates = [x, edited, -x]
+    selected, index = select_by_clip(task, candidates, clip=(model, tokenizer))
+    scores = torch.stack([metrics.clip_score(model, tokenizer, c, task.prompts) for c in candidates])
+    assert torch.equal(index, scores.argmax(0))
+    for n in range(5):
+        assert torch.equal(selected[n], candidates[int(index[n])][n])
+    with pytest.raises(ValueError, match="non-empty list"):
+        select_by_clip(task, [], clip=(model, tokenizer))
+    with pytest.raises(ValueError, match="inputs' shape"):
+        select_by_clip(task, [x[:2]], clip=(model, tokenizer))
 
 
 def test_best_success_over_settings():
@@ -180,6 +237,13 @@ def test_best_success_over_settings():
         best_success(rows, "a", min_ssim=1.5)
     with pytest.raises(ValueError, match="no edits of method 'c'"):
         best_success(rows, "c", min_ssim=0.5)
+    rows[1].clip_score, rows[2].clip_score = 0.7, 0.8
+    assert best_success(rows, "a", min_ssim=0.6, metric="clip_score") == 0.7   # row 0's score is nan
+    assert best_success(rows, "a", min_ssim=0.4, metric="clip_score") == 0.8
+    with pytest.raises(ValueError, match="metric must be one of"):
+        best_success(rows, "a", min_ssim=0.5, metric="psnr")
+    with pytest.raises(ValueError, match="no row of 'b' has a clip_direction"):
+        best_success(rows, "b", min_ssim=0.5, metric="clip_direction")
 
 
 def test_load_pipeline_from_a_saved_folder(tmp_path, photo):

@@ -93,18 +93,15 @@ def zero_shot_accuracy(model, tokenizer, captioned) -> dict[str, float]:
     * ``"domain"``: "a handwritten <digit>" vs "a typeset <digit>" for the image's own digit;
     * ``"weight"``: "a thin / a / a bold <domain> <digit>" for its own domain and digit.
     """
-    from .energies import clip_embed_images
+    from .energies import clip_embed_images, clip_embed_text
     from .text import DOMAINS, WEIGHTS, caption
 
     device = next(model.parameters()).device
     img = clip_embed_images(model, captioned.images.to(device))
 
-    def text(prompts):
-        return F.normalize(model.encode_text(tokenizer(prompts).to(device)), dim=-1)
-
     all_prompts = {(d, dom, w): i for i, (d, dom, w) in enumerate(
         (d, dom, w) for d in range(10) for dom in DOMAINS for w in WEIGHTS)}
-    txt = text([caption(d, dom, w) for d, dom, w in all_prompts])
+    txt = clip_embed_text(model, tokenizer, [caption(d, dom, w) for d, dom, w in all_prompts])
     sims = img @ txt.T                                                 # (N, 60)
     hits = {"digit": [], "domain": [], "weight": []}
     for n in range(len(captioned)):

@@ -10,7 +10,10 @@ Three kinds of edit, each from the caption that describes the input to another c
   success = the digit is kept and the ink grows (reported as the mean ink ratio).
 
 Every edit is also scored for faithfulness (PSNR, SSIM to the input), so methods can be compared
-on the same trade-off as the translations of chapter 4.
+on the same trade-off as the translations of chapter 4, and, given an open_clip model (the zoo's
+``clip-digits``), by the two CLIP scores of the paper's editing table: the CLIP score to the target
+prompt and the directional CLIP similarity (:func:`dpmlatent.metrics.clip_score`,
+:func:`dpmlatent.metrics.clip_direction`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .edit import cycle_edit
 from .text import caption
 
 __all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "evaluate_edit", "edit_sweep",
-           "best_success", "format_edit_table"]
+           "SCORES", "best_success", "select_by_clip", "format_edit_table"]
 
 KINDS = ("digit", "domain", "weight")
 #: Target digit of each source digit in the "digit" edits: pairs that share strokes.
@@ -88,11 +91,14 @@ class EditRow:
     ink_ratio: float    # mean ink of the edits / mean ink of the inputs
     psnr: float
     ssim: float
+    clip_score: float = math.nan      # mean cos(edit, target prompt); nan when scored without CLIP
+    clip_direction: float = math.nan  # mean directional CLIP similarity; nan when scored without CLIP
 
 
 def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength: float, guidance_scale: float,
-                  digit_classifier, domain_classifier) -> EditRow:
-    """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``)."""
+                  digit_classifier, domain_classifier, clip=None) -> EditRow:
+    """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``); ``clip`` is an optional
+    ``(open_clip model, tokenizer)`` pair (``zoo.load("clip-digits")``) for the two CLIP columns."""
     if edited.shape != task.images.shape:
         raise ValueError(f"edited must have the inputs' shape {tuple(task.images.shape)}, got {tuple(edited.shape)}")
     probs, _ = metrics.classify(digit_classifier, edited)
@@ -107,21 +113,29 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
         success = digit_ok & domain_ok
     else:
         success = digit_ok & (ink(edited).cpu() > ink(task.images).cpu())
+    clip_scores = (math.nan, math.nan)
+    if clip is not None:
+        if not (isinstance(clip, tuple) and len(clip) == 2):
+            raise TypeError(f"clip must be an (open_clip model, tokenizer) pair, got {type(clip).__name__}")
+        model, tokenizer = clip
+        clip_scores = (metrics.clip_score(model, tokenizer, edited, task.prompts).double().mean().item(),
+                       metrics.clip_direction(model, tokenizer, edited, task.images, task.prompts,
+                                              task.source_prompts).double().mean().item())
     return EditRow(task.kind, method, strength, guidance_scale, success.double().mean().item(),
                    digit_ok.double().mean().item(), domain_ok.double().mean().item(), ratio,
                    metrics.psnr(edited, task.images).double().mean().item(),
-                   metrics.ssim(edited, task.images).double().mean().item())
+                   metrics.ssim(edited, task.images).double().mean().item(), *clip_scores)
 
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
                "ddim-inversion"), strengths=(0.5, 0.8), guidance_scales=(1.0, 3.0), num_inference_steps: int = 50,
-               eta: float = 0.1, seed: int = 0, label: str | None = None,
+               eta: float = 0.1, seed: int = 0, label: str | None = None, clip=None,
                progress: bool = True) -> tuple[list[EditRow], dict]:
     """Edit ``task`` with every method, strength and target guidance scale (source guidance 1, the
     paper's setting) from a fresh ``torch.Generator().manual_seed(seed)`` each; CycleDiffusion runs
     with ``eta``, SDEdit with eta = 1, DDIM inversion with eta = 0. ``label`` renames the method in
-    the rows and keys of a single-method sweep (e.g. ``"cyclediffusion eta=1"`` for a variant).
-    Returns the rows and ``{(method or label, strength, guidance): edits}``."""
+    the rows and keys of a single-method sweep (e.g. ``"cyclediffusion eta=1"`` for a variant);
+    ``clip`` (an ``(open_clip model, tokenizer)`` pair) adds the CLIP columns. Returns the rows and ``{(method or label, strength, guidance): edits}``."""
     if label is not None and len(methods) != 1:
         raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
     runs = [(m, s, g) for m in methods for s in strengths for g in guidance_scales]
@@ -135,26 +149,67 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
         name = label or method
         images[(name, strength, g)] = out.cpu()
         rows.append(evaluate_edit(task, out, method=name, strength=strength, guidance_scale=g,
-                                  digit_classifier=digit_classifier, domain_classifier=domain_classifier))
+                                  digit_classifier=digit_classifier, domain_classifier=domain_classifier,
+                                  clip=clip))
     return rows, images
 
 
-def best_success(rows: list[EditRow], method: str, *, min_ssim: float) -> float:
-    """The highest success rate ``method`` reaches among the rows with SSIM >= ``min_ssim``, over
-    all its strengths and guidance scales (the edit a user would pick who may not lose more
-    faithfulness than that); ``nan`` when no setting is that faithful."""
+#: The columns of :class:`EditRow` that :func:`best_success` can maximise (higher is better).
+SCORES = ("success", "target_digit", "target_domain", "clip_score", "clip_direction")
+
+
+def best_success(rows: list[EditRow], method: str, *, min_ssim: float, metric: str = "success") -> float:
+    """The highest ``metric`` (default: the success rate) that ``method`` reaches among the rows
+    with SSIM >= ``min_ssim``, over all its strengths and guidance scales (the edit a user would
+    pick who may not lose more faithfulness than that); ``nan`` when no setting is that faithful.
+    ``metric`` is one of :data:`SCORES`."""
     if not 0.0 <= min_ssim <= 1.0:
         raise ValueError(f"min_ssim must be in [0, 1], got {min_ssim}")
-    if not any(r.method == method for r in rows):
+    if metric not in SCORES:
+        raise ValueError(f"metric must be one of {SCORES}, got {metric!r}")
+    mine = [r for r in rows if r.method == method]
+    if not mine:
         raise ValueError(f"rows hold no edits of method {method!r}")
-    return max((r.success for r in rows if r.method == method and r.ssim >= min_ssim), default=math.nan)
+    if all(math.isnan(getattr(r, metric)) for r in mine):
+        raise ValueError(f"no row of {method!r} has a {metric} (the CLIP columns need evaluate_edit(..., clip=...))")
+    return max((getattr(r, metric) for r in mine if r.ssim >= min_ssim and not math.isnan(getattr(r, metric))),
+               default=math.nan)
+
+
+def select_by_clip(task: EditTask, candidates: list[torch.Tensor], *, clip) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's best-of-many selection: for every input, the candidate edit with the highest
+    CLIP score to its target prompt (:func:`dpmlatent.metrics.clip_score`).
+
+    Args:
+        task: the inputs and prompts that were edited.
+        candidates: ``K`` tensors ``(N, 1, 8, 8)``, edits of ``task.images`` (e.g. one per setting
+            or seed of one method).
+        clip: an ``(open_clip model, tokenizer)`` pair.
+
+    Returns:
+        ``(selected (N, 1, 8, 8), index (N,))``, ``index`` in ``[0, K)`` naming each pick.
+    """
+    if not isinstance(candidates, (list, tuple)) or not candidates:
+        raise ValueError("candidates must be a non-empty list of edits of task.images")
+    for c in candidates:
+        if not isinstance(c, torch.Tensor) or c.shape != task.images.shape:
+            raise ValueError(f"every candidate must have the inputs' shape {tuple(task.images.shape)}, "
+                             f"got {tuple(getattr(c, 'shape', ())) or type(c).__name__}")
+    if not (isinstance(clip, tuple) and len(clip) == 2):
+        raise TypeError(f"clip must be an (open_clip model, tokenizer) pair, got {type(clip).__name__}")
+    stack = torch.stack([c.to(task.images.device) for c in candidates])                  # (K, N, 1, 8, 8)
+    scores = torch.stack([metrics.clip_score(*clip, c, task.prompts).to(stack.device) for c in stack])  # (K, N)
+    index = scores.argmax(0)
+    return stack[index, torch.arange(stack.shape[1], device=stack.device)], index
 
 
 def format_edit_table(rows: list[EditRow]) -> str:
-    """Fixed-width text table of :class:`EditRow` s."""
+    """Fixed-width text table of :class:`EditRow` s; the CLIP columns appear when a row has them."""
+    with_clip = any(not math.isnan(r.clip_score) for r in rows)
     lines = [f"{'edit':<7} {'method':<20} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
-             f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}"]
+             f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}" + (f" {'CLIP':>6} {'dCLIP':>6}" if with_clip else "")]
     for r in rows:
         lines.append(f"{r.kind:<7} {r.method:<20} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
-                     f"{r.target_digit:>6.3f} {r.target_domain:>6.3f} {r.ink_ratio:>6.2f} {r.psnr:>6.1f} {r.ssim:>6.3f}")
+                     f"{r.target_digit:>6.3f} {r.target_domain:>6.3f} {r.ink_ratio:>6.2f} {r.psnr:>6.1f} {r.ssim:>6.3f}"
+                     + (f" {r.clip_score:>6.3f} {r.clip_direction:>6.3f}" if with_clip else ""))
     return "\n".join(lines)

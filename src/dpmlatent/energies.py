@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classifier_energy", "clip_energy", "combine", "load_clip", "clip_embed_images"]
+__all__ = ["classifier_energy", "clip_energy", "combine", "load_clip", "clip_embed_images", "clip_embed_text"]
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -99,6 +99,22 @@ def clip_embed_images(model, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.encode_image((img - mean) / std), dim=-1)
 
 
+def _check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings")
+    return list(prompts)
+
+
+def clip_embed_text(model, tokenizer, prompts: str | list[str]) -> torch.Tensor:
+    """Unit-norm open_clip text embeddings ``(P, D)`` of ``prompts`` (a string or a list of
+    non-empty strings), on the model's device; differentiable in the model's weights only."""
+    prompts = _check_prompts(prompts)
+    device = next(model.parameters()).device
+    return F.normalize(model.encode_text(tokenizer(prompts).to(device)), dim=-1)
+
+
 def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` with an open_clip model (Radford et al. 2021).
 
@@ -108,13 +124,8 @@ def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.T
 
     The text embeddings are computed once, here; the energy lies in ``[0, 2]``.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings")
-    device = next(model.parameters()).device
     with torch.no_grad():
-        text = F.normalize(model.encode_text(tokenizer(list(prompts)).to(device)), dim=-1)
+        text = clip_embed_text(model, tokenizer, prompts)
 
     def energy(x: torch.Tensor) -> torch.Tensor:
         img = clip_embed_images(model, x)

@@ -5,7 +5,9 @@
 * Frechet distance (Heusel et al. 2017) between Gaussians fitted to classifier features:
   ``FD = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``;
 * faithfulness of an image to a reference: :func:`psnr` and :func:`ssim`, per image, computed
-  by torchmetrics (on the images' device and dtype).
+  by torchmetrics (on the images' device and dtype);
+* agreement of an image with a text, measured with an open_clip model (the zoo's ``clip-digits``):
+  :func:`clip_score` and the directional :func:`clip_direction` of an edit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from .sampling import sample
 
-__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -93,6 +95,63 @@ def ssim(images: torch.Tensor, reference: torch.Tensor, *, data_range: float = 2
                          f"got {kernel_size!r}")
     return structural_similarity_index_measure(images, reference, data_range=data_range,
                                                kernel_size=kernel_size, reduction="none")
+
+
+def _prompt_list(prompts, n: int, name: str) -> list[str]:
+    prompts = [prompts] * n if isinstance(prompts, str) else prompts
+    if not isinstance(prompts, (list, tuple)) or len(prompts) != n:
+        raise ValueError(f"{name} must be one string or a list of {n} strings (one per image), "
+                         f"got {len(prompts) if isinstance(prompts, (list, tuple)) else type(prompts).__name__}")
+    return list(prompts)
+
+
+@torch.no_grad()
+def clip_score(model, tokenizer, images: torch.Tensor, prompts: str | list[str]) -> torch.Tensor:
+    """CLIP score (Radford et al. 2021; Hessel et al. 2021 without the rescaling) of each image
+    and its prompt: ``cos(f_img(x_i), f_txt(c_i))``, in ``[-1, 1]``.
+
+    Args:
+        model, tokenizer: an open_clip model and its tokenizer (``zoo.load("clip-digits")``).
+        images: ``(N, C, H, W)`` in ``[-1, 1]``.
+        prompts: one prompt for all images or ``N`` prompts.
+
+    Returns:
+        ``(N,)`` cosines.
+    """
+    from .energies import clip_embed_images, clip_embed_text
+
+    prompts = _prompt_list(prompts, len(images), "prompts")
+    img = clip_embed_images(model, images.to(next(model.parameters()).device))
+    return (img * clip_embed_text(model, tokenizer, prompts).to(img.dtype)).sum(-1)
+
+
+@torch.no_grad()
+def clip_direction(model, tokenizer, edited: torch.Tensor, images: torch.Tensor, prompts: str | list[str],
+                   source_prompts: str | list[str]) -> torch.Tensor:
+    """Directional CLIP similarity of each edit (Gal et al. 2022), in ``[-1, 1]``: does the image
+    move in CLIP space the way its caption moves,
+    ``cos(f_img(x_edit) - f_img(x), f_txt(c_tgt) - f_txt(c_src))``.
+
+    Unlike :func:`clip_score` it ignores what the input and the edit share; an unchanged image
+    scores 0.
+
+    Args:
+        model, tokenizer: an open_clip model and its tokenizer.
+        edited, images: the edits and their inputs, ``(N, C, H, W)`` in ``[-1, 1]``.
+        prompts, source_prompts: the target and the source caption, one for all or ``N`` each.
+
+    Returns:
+        ``(N,)`` cosines.
+    """
+    from .energies import clip_embed_images, clip_embed_text
+
+    _check_pair(edited, images)
+    prompts = _prompt_list(prompts, len(images), "prompts")
+    source_prompts = _prompt_list(source_prompts, len(images), "source_prompts")
+    device = next(model.parameters()).device
+    d_img = clip_embed_images(model, edited.to(device)) - clip_embed_images(model, images.to(device))
+    d_txt = clip_embed_text(model, tokenizer, prompts) - clip_embed_text(model, tokenizer, source_prompts)
+    return torch.nn.functional.cosine_similarity(d_img, d_txt.to(d_img.dtype), dim=-1, eps=1e-12)
 
 
 @torch.no_grad()
