@@ -99,17 +99,14 @@ def zero_shot_accuracy(model, tokenizer, captioned) -> dict[str, float]:
     device = next(model.parameters()).device
     img = clip_embed_images(model, captioned.images.to(device))
 
-    all_prompts = {(d, dom, w): i for i, (d, dom, w) in enumerate(
-        (d, dom, w) for d in range(10) for dom in DOMAINS for w in WEIGHTS)}
-    txt = clip_embed_text(model, tokenizer, [caption(d, dom, w) for d, dom, w in all_prompts])
-    sims = img @ txt.T                                                 # (N, 60)
-    hits = {"digit": [], "domain": [], "weight": []}
-    for n in range(len(captioned)):
-        y, dom, w = int(captioned.labels[n]), DOMAINS[int(captioned.domains[n])], captioned.weights[n]
-
-        def pick(keys):
-            return keys[int(sims[n, [all_prompts[k] for k in keys]].argmax())]
-        hits["digit"].append(pick([(d, dom, "regular") for d in range(10)])[0] == y)
-        hits["domain"].append(pick([(y, d, "regular") for d in DOMAINS])[1] == dom)
-        hits["weight"].append(pick([(y, dom, v) for v in WEIGHTS])[2] == w)
-    return {k: sum(v) / len(v) for k, v in hits.items()}
+    prompts = [caption(d, dom, w) for d in range(10) for dom in DOMAINS for w in WEIGHTS]
+    txt = clip_embed_text(model, tokenizer, prompts)
+    sims = (img @ txt.T).view(-1, 10, len(DOMAINS), len(WEIGHTS)).cpu()   # (N, digit, domain, weight)
+    n = torch.arange(len(captioned))
+    y, dom = captioned.labels.long(), captioned.domains.long()
+    w = torch.tensor([WEIGHTS.index(v) for v in captioned.weights])
+    regular = WEIGHTS.index("regular")
+    hits = {"digit": sims[n, :, dom, regular].argmax(1) == y,          # ten digits, own domain
+            "domain": sims[n, y, :, regular].argmax(1) == dom,         # two domains, own digit
+            "weight": sims[n, y, dom, :].argmax(1) == w}               # three weights, own digit and domain
+    return {k: v.double().mean().item() for k, v in hits.items()}
