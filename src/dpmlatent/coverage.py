@@ -97,10 +97,12 @@ def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energ
 
 
 def format_coverage_table(rows: list[CoverageRow]) -> str:
-    """Fixed-width text table of :class:`CoverageRow` s."""
-    lines = [f"{'model':<22} {'energy':<22} {'N':>4} {'success before':>14} {'after':>6} "
+    """Fixed-width text table of :class:`CoverageRow` s (name columns as wide as the longest name)."""
+    mw = max([len("model")] + [len(r.model) for r in rows])
+    ew = max([len("energy")] + [len(r.energy) for r in rows])
+    lines = [f"{'model':<{mw}} {'energy':<{ew}} {'N':>4} {'success before':>14} {'after':>6} "
              f"{'E before':>8} {'E after':>8} {'diversity':>9}"]
     for r in rows:
-        lines.append(f"{r.model:<22} {r.energy:<22} {r.num_samples:>4} {r.success_before:>14.3f} {r.success:>6.3f} "
+        lines.append(f"{r.model:<{mw}} {r.energy:<{ew}} {r.num_samples:>4} {r.success_before:>14.3f} {r.success:>6.3f} "
                      f"{r.energy_before:>8.3f} {r.energy_after:>8.3f} {r.diversity:>9.2f}")
     return "\n".join(lines)
