@@ -51,3 +51,19 @@ def test_quality_row_counts():
     assert "random" in metrics.format_table([row])
     with pytest.raises(ValueError, match="threshold"):
         metrics.quality_row("x", x, clf, x, threshold=1.5)
+
+
+def test_nearest_mean_accuracy():
+    from dpmlatent.metrics import nearest_mean_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 4
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    separated = centres[labels] + torch.randn(200, 2, generator=g)
+    assert nearest_mean_accuracy(separated, labels) == 1.0
+    noise = torch.randn(200, 2, generator=g)
+    assert nearest_mean_accuracy(noise, labels) < 0.5                 # chance is 0.25
+    with pytest.raises(ValueError, match="features must be"):
+        nearest_mean_accuracy(noise, labels[:10])
+    with pytest.raises(ValueError, match="train_fraction"):
+        nearest_mean_accuracy(noise, labels, train_fraction=1.0)

@@ -19,7 +19,7 @@ import torch
 
 from .sampling import sample
 
-__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -152,6 +152,22 @@ def clip_direction(model, tokenizer, edited: torch.Tensor, images: torch.Tensor,
     d_img = clip_embed_images(model, edited.to(device)) - clip_embed_images(model, images.to(device))
     d_txt = clip_embed_text(model, tokenizer, prompts) - clip_embed_text(model, tokenizer, source_prompts)
     return torch.nn.functional.cosine_similarity(d_img, d_txt.to(d_img.dtype), dim=-1, eps=1e-12)
+
+
+def nearest_mean_accuracy(features: torch.Tensor, labels: torch.Tensor, *, train_fraction: float = 0.5) -> float:
+    """How well ``features`` ``(N, D)`` separate the classes of ``labels`` ``(N,)``, read by the simplest
+    linear probe: class means fitted on the first ``train_fraction`` of the rows, every other row
+    labelled by its nearest mean (Euclidean). Chance is about ``1 / K`` for ``K`` balanced classes."""
+    if features.ndim != 2 or labels.shape != (len(features),):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}")
+    n_train = int(len(features) * train_fraction)
+    if not 0 < n_train < len(features):
+        raise ValueError(f"train_fraction={train_fraction} leaves no rows to fit or to test among {len(features)}")
+    feats, labels = features.double().cpu(), labels.long().cpu()
+    classes = labels[:n_train].unique()
+    means = torch.stack([feats[:n_train][labels[:n_train] == c].mean(0) for c in classes])
+    pred = classes[torch.cdist(feats[n_train:], means).argmin(1)]
+    return (pred == labels[n_train:]).double().mean().item()
 
 
 @torch.no_grad()

@@ -1,0 +1,308 @@
+"""h-space: the U-Net bottleneck of a frozen diffusion model as a semantic latent space
+(Kwon, Jeong & Uh 2023, "Diffusion models already have a semantic latent space", Asyrp).
+
+``h_t`` is the output of ``unet.mid_block`` at step ``t`` (for the zoo's 8x8 models a
+``(B, 64, 2, 2)`` tensor). Shifting it, ``h_t -> h_t + dh_t``, changes the noise prediction
+``eps_theta(x_t | dh_t)``. A DDIM-type step splits into the predicted clean image ``P_t`` and the
+direction back to ``x_t``, ``D_t``:
+
+    x_{t-1} = sqrt(abar_{t-1}) P_t(eps) + D_t(eps) + sigma_t z,   P_t(eps) = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t).
+
+If the shifted prediction enters both terms, the two changes largely cancel. **Asyrp's asymmetric
+reverse process** feeds it to ``P_t`` only (Kwon et al., Eq. 6):
+
+    x_{t-1} = sqrt(abar_{t-1}) P_t(eps_theta(x_t | dh_t)) + D_t(eps_theta(x_t)) + sigma_t z,
+
+during the *editing interval* ``t >= t_edit``, and takes plain steps after it.
+
+Every step here is the scheduler's own ``step`` (DDIM with any eta, or DDPM; every prediction
+type, clipping and thresholding): :func:`asymmetric_step` takes the plain step and swaps its
+clean-image term ``sqrt(abar_{t-1}) P_t`` for the shifted model's, both read off the scheduler's
+step; with ``dh = 0`` it is exactly the plain step. Decoding a latent code of :mod:`dpmlatent.latent`
+(:func:`asyrp_decode`) therefore edits a real image encoded by DPM-Encoder (stochastic, any eta)
+or by DDIM inversion (Asyrp's own setting, eta = 0).
+
+:func:`learn_delta_h` learns ``dh`` for a loss on the predicted clean images, e.g. the
+directional CLIP loss of :func:`directional_clip_loss`, as Asyrp does: one UNet evaluation per
+sample, at a random step of the editing interval, along the images' own trajectories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from tqdm.auto import tqdm
+
+from .encoder import perfect_model_output
+from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
+                     step_with_noise)
+
+__all__ = ["bottleneck", "shift_bottleneck", "predicted_x0", "asymmetric_step", "edit_steps", "asyrp_decode",
+           "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss"]
+
+
+def _mid_block(unet) -> torch.nn.Module:
+    block = getattr(unet, "mid_block", None)
+    if block is None:
+        raise ValueError(f"{type(unet).__name__} has no mid_block: h-space is the output of the U-Net's middle block")
+    return block
+
+
+def bottleneck(unet, x: torch.Tensor, t, *, cond=None) -> torch.Tensor:
+    """``h_t``: the output of ``unet.mid_block`` when the UNet is run at ``(x, t)``
+    (``cond``: ``encoder_hidden_states`` of a conditional UNet). Shape e.g. ``(B, 64, 2, 2)``."""
+    seen = []
+    handle = _mid_block(unet).register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        denoiser_output(unet, x, t, cond=cond)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@contextlib.contextmanager
+def shift_bottleneck(unet, delta_h: torch.Tensor):
+    """Inside the ``with`` block every UNet call uses ``h + delta_h`` in place of its bottleneck ``h``
+    (``delta_h`` broadcasts against ``h``: ``(C, H, W)``, ``(1, C, H, W)`` or ``(B, C, H, W)``)."""
+    if not isinstance(delta_h, torch.Tensor):
+        raise TypeError(f"delta_h must be a tensor, got {type(delta_h).__name__}")
+
+    def hook(module, args, out):
+        try:
+            return out + delta_h.to(out.dtype)
+        except RuntimeError as err:
+            raise ValueError(f"delta_h of shape {tuple(delta_h.shape)} does not broadcast against the bottleneck "
+                             f"h of shape {tuple(out.shape)}") from err
+    handle = _mid_block(unet).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def predicted_x0(scheduler, model_output: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
+    """``P_t``: the clean image the scheduler's step predicts from ``model_output`` at ``(x, t)``
+    (its ``pred_original_sample``: every prediction type, clipped or thresholded as the step does)."""
+    if isinstance(scheduler, DDIMScheduler):
+        return scheduler.step(model_output, t, x, eta=0.0).pred_original_sample
+    with _ddpm_noise(torch.zeros_like(x)):
+        return scheduler.step(model_output, t, x).pred_original_sample
+
+
+def _clean_part(scheduler, y: torch.Tensor, t, eta: float) -> torch.Tensor:
+    """``sqrt(abar_prev) * y``: the step's clean-image term for a predicted clean image ``y``,
+    computed by the scheduler's own step at ``x' = add_noise(y, 0, t)`` with the ideal output there
+    (zero noise part, so the step returns its clean-image term only)."""
+    zeros = torch.zeros_like(y)
+    x = scheduler.add_noise(y, zeros, torch.full((len(y),), int(t), device=y.device, dtype=torch.long))
+    return step_with_noise(scheduler, perfect_model_output(scheduler, y, x, t), t, x, zeros, eta)
+
+
+def asymmetric_step(unet, scheduler, x: torch.Tensor, t, delta_h: torch.Tensor | None, noise: torch.Tensor, *,
+                    eta: float, cond=None, asymmetric: bool = True) -> torch.Tensor:
+    """One step of Asyrp's asymmetric reverse process (see the module docstring):
+
+        x_{t-1} = step(eps, t, x) + sqrt(abar_prev) * (P_edit - P),
+
+    the scheduler's plain step with its clean-image term ``sqrt(abar_prev) P_t`` swapped for the
+    shifted model's ``sqrt(abar_prev) P_edit``; the direction term and the injected noise stay those
+    of the plain prediction. ``P``, ``P_edit``: :func:`predicted_x0` (clipped or thresholded as the
+    scheduler does); ``sqrt(abar_prev) * P`` is taken from the scheduler's own step as well. With
+    ``delta_h=None`` or zero this is exactly the plain step.
+
+    Args:
+        x: ``(B, C, H, W)`` state at ``t``; noise: like ``x`` (ignored where ``sigma_t = 0``).
+        delta_h: the shift of the bottleneck (broadcasts against ``h``), or None.
+        eta: the sampler's eta (0: DDIM; 1 with a ``DDPMScheduler``).
+        asymmetric: False takes the whole step with the shifted model (both terms: the
+            symmetric baseline that Asyrp argues against).
+    """
+    model_in = scheduler.scale_model_input(x, t)
+    if not asymmetric and delta_h is not None:
+        with shift_bottleneck(unet, delta_h):
+            return step_with_noise(scheduler, denoiser_output(unet, model_in, t, cond=cond), t, x, noise, eta)
+    out = denoiser_output(unet, model_in, t, cond=cond)
+    plain = step_with_noise(scheduler, out, t, x, noise, eta)
+    if delta_h is None:
+        return plain
+    with shift_bottleneck(unet, delta_h):
+        out_edit = denoiser_output(unet, model_in, t, cond=cond)
+    x0, x0_edit = predicted_x0(scheduler, out, t, x), predicted_x0(scheduler, out_edit, t, x)
+    return plain + _clean_part(scheduler, x0_edit, t, eta) - _clean_part(scheduler, x0, t, eta)
+
+
+def edit_steps(timesteps: torch.Tensor, t_edit: int) -> int:
+    """How many of the sampler's ``timesteps`` (descending) lie in the editing interval ``t >= t_edit``."""
+    if isinstance(t_edit, bool) or not isinstance(t_edit, int) or t_edit < 0:
+        raise ValueError(f"t_edit must be a non-negative integer timestep, got {t_edit!r}")
+    n = int((timesteps >= t_edit).sum())
+    if n == 0:
+        raise ValueError(f"t_edit={t_edit} is above every timestep of the sampler (the largest is "
+                         f"{int(timesteps.max())}): no step would be edited")
+    return n
+
+
+def _per_step(delta_h, n_edit: int) -> list[torch.Tensor]:
+    if isinstance(delta_h, torch.Tensor):
+        return [delta_h] * n_edit
+    if isinstance(delta_h, (list, tuple)) and all(isinstance(d, torch.Tensor) for d in delta_h):
+        if len(delta_h) != n_edit:
+            raise ValueError(f"delta_h holds {len(delta_h)} per-step shifts for an editing interval of {n_edit} steps")
+        return list(delta_h)
+    raise TypeError("delta_h must be a tensor (one shift for every edited step) or a list of tensors (one per step), "
+                    f"got {type(delta_h).__name__}")
+
+
+def asyrp_decode(unet, scheduler, z: LatentCode, delta_h, *, t_edit: int, eta: float, scale: float = 1.0,
+                 asymmetric: bool = True, cond=None, progress: bool = False) -> torch.Tensor:
+    """Decode the latent code ``z`` with ``h -> h + scale * delta_h`` during the editing interval
+    ``t >= t_edit`` (asymmetric steps, :func:`asymmetric_step`) and plain steps after it.
+
+    With ``scale = 0`` this is :func:`dpmlatent.latent.decode` (the code's own image). ``z`` comes
+    from :func:`dpmlatent.encoder.dpm_encode` (stochastic, the same ``eta``) or
+    :func:`dpmlatent.encoder.ddim_invert` (``eta = 0``), or :func:`dpmlatent.latent.sample_latent`.
+
+    Args:
+        delta_h: one tensor for every edited step, or a list of tensors, one per edited step.
+        t_edit: the smallest timestep that is edited (Asyrp's editing interval ``[T, t_edit]``).
+        scale: multiplies the shift (Asyrp's linearity: negative scales edit the other way).
+        asymmetric: False shifts the model for the whole step (the symmetric baseline).
+    """
+    check_scheduler(scheduler, eta)
+    timesteps = sampling_timesteps(scheduler, z.num_inference_steps)
+    if not torch.equal(timesteps[len(timesteps) - len(z.timesteps):].cpu(), z.timesteps.cpu()):
+        raise ValueError("z.timesteps do not match this scheduler's timesteps: was z made with another scheduler?")
+    shifts = _per_step(delta_h, edit_steps(z.timesteps, t_edit))
+    x = z.x_start
+    for i, (t, noise) in enumerate(tqdm(list(zip(z.timesteps, z.noises)), desc="asyrp", disable=not progress)):
+        dh = scale * shifts[i] if i < len(shifts) and scale != 0 else None
+        x = asymmetric_step(unet, scheduler, x, t, dh, noise, eta=eta, cond=cond, asymmetric=asymmetric)
+    return x
+
+
+@torch.no_grad()
+def record_trajectory(unet, scheduler, z: LatentCode, *, eta: float, cond=None) -> torch.Tensor:
+    """The states ``x_t`` that decoding ``z`` passes through, one per timestep *before* its step:
+    ``(S, B, C, H, W)`` for ``S = len(z.timesteps)`` (the training data of :func:`learn_delta_h`)."""
+    from .latent import decode
+
+    states = [z.x_start]
+    decode(unet, scheduler, z, eta=eta, cond=cond, callback=lambda i, t, x: states.append(x))
+    return torch.stack(states[:-1])
+
+
+@dataclasses.dataclass
+class HDirection:
+    """A learned h-space edit: ``delta_h`` (one tensor, or one per edited step), the editing
+    interval's ``t_edit`` and sampler length it was learned for, and the training losses."""
+
+    delta_h: torch.Tensor | list[torch.Tensor]
+    t_edit: int
+    num_inference_steps: int
+    losses: list[float]
+
+
+def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.Tensor, loss_fn: Callable, *,
+                  t_edit: int, num_inference_steps: int, per_step: bool = False, iterations: int = 300,
+                  batch_size: int = 16, lr: float = 0.05, init_std: float = 0.05,
+                  generator: torch.Generator | None = None, progress: bool = True) -> HDirection:
+    """Learn ``delta_h`` for ``loss_fn`` on the predicted clean images (Asyrp's training, with a
+    direction per step or one global direction; the frozen UNet is not changed).
+
+    Each iteration draws ``batch_size`` images and one step ``t >= t_edit`` of their recorded
+    trajectories, predicts the clean image with and without the shift (``P_edit``, ``P``;
+    :func:`predicted_x0` of a copy of the scheduler without clipping or thresholding, whose
+    gradients would vanish on saturated pixels) and takes an Adam step on ``loss_fn(P_edit, P).mean()``.
+
+    Args:
+        trajectories: ``(S, N, C, H, W)``: the states ``x_t`` of ``N`` images at the sampler's
+            ``S`` timesteps, e.g. recorded with ``decode(..., callback=...)`` from their codes.
+        timesteps: the ``S`` timesteps (descending) of those states.
+        loss_fn: ``loss_fn(p_edit, p) -> (B,)``, e.g. :func:`directional_clip_loss`.
+        per_step: one ``delta_h`` per edited step (Asyrp's ``dh_t``) instead of one for all.
+        init_std: ``delta_h`` starts at ``N(0, init_std^2)`` drawn from ``generator`` (a CPU
+            generator; not at 0, where the directional loss has no gradient direction).
+    """
+    if trajectories.ndim != 5 or len(trajectories) != len(timesteps):
+        raise ValueError(f"trajectories must be (S, N, C, H, W) with S = len(timesteps) = {len(timesteps)}, "
+                         f"got {tuple(trajectories.shape)}")
+    for name, v in (("iterations", iterations), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be positive, got {init_std}")
+    n_edit = edit_steps(timesteps, t_edit)
+    # The loss reads the *unclipped* prediction: through the scheduler's clipping (clip_sample,
+    # thresholding) the gradient of every saturated pixel is zero, and the background of a digit
+    # is saturated, so no shift could learn to add ink there.
+    scheduler = type(scheduler).from_config({**scheduler.config, "clip_sample": False, "thresholding": False})
+    sampling_timesteps(scheduler, num_inference_steps)            # the step's own schedule
+    h = bottleneck(unet, trajectories[0, :1], timesteps[0])
+    # A small random start: at delta = 0 the directional loss's cosine has no direction (its gradient
+    # blows up), and from an exact zero every element of delta moves in lockstep.
+    shape = (n_edit if per_step else 1, *h.shape[1:])
+    delta = (init_std * torch.randn(shape, generator=generator)).to(device=h.device, dtype=h.dtype).requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    unet.requires_grad_(False)                                      # frozen: gradients reach delta only
+    losses = []
+    try:
+        _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses, n_edit=n_edit, per_step=per_step,
+               iterations=iterations, batch_size=batch_size, generator=generator, progress=progress)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    learned = delta.detach()
+    return HDirection(list(learned) if per_step else learned[0], t_edit, num_inference_steps, losses)
+
+
+def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses, *, n_edit, per_step, iterations,
+           batch_size, generator, progress) -> None:
+    n_images = trajectories.shape[1]
+    for _ in tqdm(range(iterations), desc="learn delta_h", disable=not progress):
+        idx = torch.randint(n_images, (min(batch_size, n_images),), generator=generator)
+        k = int(torch.randint(n_edit, (1,), generator=generator))
+        t, x = timesteps[k], trajectories[k, idx].to(delta.device)
+        with torch.no_grad():
+            p = predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
+        with shift_bottleneck(unet, delta[k if per_step else 0]):
+            p_edit = predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
+        loss = loss_fn(p_edit, p).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+
+
+def directional_clip_loss(model, tokenizer, source_prompts: str | Sequence[str], target_prompts: str | Sequence[str], *,
+                          recon_weight: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Asyrp's loss (after StyleGAN-NADA): ``1 - cos(f(P_edit) - f(P), d_text) + recon_weight * mean|P_edit - P|``.
+
+    ``f`` is an open_clip image embedding (:func:`dpmlatent.energies.clip_embed_images`), ``d_text``
+    the mean over prompt pairs of ``f_txt(target) - f_txt(source)``: several pairs, e.g. "a
+    handwritten three" -> "a bold handwritten three" for every digit, give one direction that
+    does not depend on the digit. Returns ``loss(p_edit, p) -> (B,)``.
+    """
+    from .energies import clip_embed_images, clip_embed_text
+
+    src = [source_prompts] if isinstance(source_prompts, str) else list(source_prompts)
+    tgt = [target_prompts] if isinstance(target_prompts, str) else list(target_prompts)
+    if len(src) != len(tgt) or not src:
+        raise ValueError(f"source_prompts and target_prompts must pair up, got {len(src)} and {len(tgt)}")
+    if not recon_weight >= 0:
+        raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
+    with torch.no_grad():
+        direction = (clip_embed_text(model, tokenizer, tgt) - clip_embed_text(model, tokenizer, src)).mean(0)
+
+    def loss(p_edit: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        d_img = clip_embed_images(model, p_edit) - clip_embed_images(model, p)
+        cos = F.cosine_similarity(d_img, direction.to(d_img.dtype).expand_as(d_img), dim=-1, eps=1e-8)
+        return 1 - cos + recon_weight * (p_edit - p).abs().flatten(1).mean(1)
+    return loss

@@ -1,0 +1,165 @@
+"""h-space (Asyrp): the bottleneck hook, the asymmetric step, decoding with a shift, learning a shift."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from dpmlatent.encoder import dpm_encode
+from dpmlatent.hspace import (asymmetric_step, asyrp_decode, bottleneck, directional_clip_loss, edit_steps,
+                              learn_delta_h, predicted_x0, record_trajectory, shift_bottleneck)
+from dpmlatent.latent import decode, denoiser_output, sample_latent, step_with_noise
+
+
+def _ddim(prediction_type="epsilon", clip_sample=True):
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=clip_sample,
+                         prediction_type=prediction_type)
+
+
+def test_bottleneck_is_the_mid_block_output_and_shifting_it_changes_the_prediction(tiny_unet):
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor(500)
+    h = bottleneck(tiny_unet, x, t)
+    assert h.shape == (2, 16, 4, 4)
+    with torch.no_grad():
+        plain = tiny_unet(x, t).sample
+        with shift_bottleneck(tiny_unet, torch.zeros(16, 4, 4)):
+            assert torch.equal(tiny_unet(x, t).sample, plain)
+        with shift_bottleneck(tiny_unet, torch.ones(1, 16, 4, 4)):
+            shifted = tiny_unet(x, t).sample
+            assert torch.allclose(bottleneck(tiny_unet, x, t), h + 1, atol=1e-6)
+        assert torch.equal(tiny_unet(x, t).sample, plain)         # the hook is gone after the block
+    assert (shifted - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="does not broadcast"):
+        with shift_bottleneck(tiny_unet, torch.zeros(3, 4, 4)), torch.no_grad():
+            tiny_unet(x, t)
+    with pytest.raises(TypeError, match="delta_h must be a tensor"):
+        with shift_bottleneck(tiny_unet, 1.0):
+            pass
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_asymmetric_step_is_the_plain_step_without_a_shift(tiny_unet, prediction_type):
+    sched = _ddim(prediction_type)
+    sched.set_timesteps(10)
+    x, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), sched.timesteps[3]
+    with torch.no_grad():
+        plain = step_with_noise(sched, denoiser_output(tiny_unet, x, t), t, x, noise, 0.3)
+        zero = asymmetric_step(tiny_unet, sched, x, t, torch.zeros(16, 4, 4), noise, eta=0.3)
+        none = asymmetric_step(tiny_unet, sched, x, t, None, noise, eta=0.3)
+    assert torch.equal(none, plain)
+    assert torch.allclose(zero, plain, atol=1e-5)
+
+
+def test_asymmetric_step_moves_only_the_predicted_clean_image(tiny_unet):
+    """x_{t-1} = sqrt(abar_prev) P_t(eps_edit) + D_t(eps): the edit changes x_{t-1} by exactly
+    sqrt(abar_prev) (P_edit - P); the symmetric step (shift everywhere) is a different step."""
+    sched = _ddim(clip_sample=False)
+    sched.set_timesteps(10)
+    x, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), sched.timesteps[2]
+    dh = torch.randn(16, 4, 4)
+    with torch.no_grad():
+        out = denoiser_output(tiny_unet, x, t)
+        with shift_bottleneck(tiny_unet, dh):
+            out_edit = denoiser_output(tiny_unet, x, t)
+        plain = step_with_noise(sched, out, t, x, noise, 0.5)
+        symmetric = step_with_noise(sched, out_edit, t, x, noise, 0.5)
+        asym = asymmetric_step(tiny_unet, sched, x, t, dh, noise, eta=0.5)
+    prev_t = t - 1000 // 10
+    abar_prev = sched.alphas_cumprod[prev_t]
+    expected = plain + abar_prev.sqrt() * (predicted_x0(sched, out_edit, t, x) - predicted_x0(sched, out, t, x))
+    assert torch.allclose(asym, expected, atol=1e-5)
+    assert (asym - symmetric).abs().max() > 1e-3
+    with torch.no_grad():
+        assert torch.equal(asymmetric_step(tiny_unet, sched, x, t, dh, noise, eta=0.5, asymmetric=False), symmetric)
+
+
+def test_asymmetric_step_with_ddpm(tiny_unet):
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    sched.set_timesteps(10)
+    x, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), sched.timesteps[4]
+    with torch.no_grad():
+        plain = step_with_noise(sched, denoiser_output(tiny_unet, x, t), t, x, noise, 1.0)
+        zero = asymmetric_step(tiny_unet, sched, x, t, torch.zeros(16, 4, 4), noise, eta=1.0)
+        edited = asymmetric_step(tiny_unet, sched, x, t, torch.randn(16, 4, 4), noise, eta=1.0)
+    assert torch.allclose(zero, plain, atol=1e-5) and (edited - plain).abs().max() > 1e-4
+
+
+def test_asyrp_decode_reconstructs_without_a_shift_and_validates(tiny_unet, x0):
+    sched = _ddim()
+    z = dpm_encode(tiny_unet, sched, x0, eta=0.2, num_inference_steps=8, generator=torch.Generator().manual_seed(0))
+    dh = torch.randn(16, 4, 4)
+    with torch.no_grad():
+        same = asyrp_decode(tiny_unet, sched, z, dh, t_edit=400, eta=0.2, scale=0.0)
+        assert torch.equal(same, decode(tiny_unet, sched, z, eta=0.2))
+        assert (same - x0).abs().max() < 1e-4                       # DPM-Encoder's exact reconstruction
+        edited = asyrp_decode(tiny_unet, sched, z, dh, t_edit=400, eta=0.2)
+        per_step = asyrp_decode(tiny_unet, sched, z, [dh] * edit_steps(z.timesteps, 400), t_edit=400, eta=0.2)
+    assert torch.equal(edited, per_step) and (edited - x0).abs().max() > 1e-3
+    assert edit_steps(z.timesteps, 400) == int((z.timesteps >= 400).sum()) > 0
+    with pytest.raises(ValueError, match="t_edit=2000 is above every timestep"):
+        asyrp_decode(tiny_unet, sched, z, dh, t_edit=2000, eta=0.2)
+    with pytest.raises(ValueError, match="t_edit must be a non-negative integer"):
+        asyrp_decode(tiny_unet, sched, z, dh, t_edit=0.5, eta=0.2)
+    with pytest.raises(ValueError, match="per-step shifts"):
+        asyrp_decode(tiny_unet, sched, z, [dh, dh], t_edit=400, eta=0.2)
+    with pytest.raises(TypeError, match="delta_h must be a tensor"):
+        asyrp_decode(tiny_unet, sched, z, "up", t_edit=400, eta=0.2)
+
+
+def _trajectories(unet, sched, n=4, steps=6):
+    z = sample_latent((n, 1, 8, 8), sched, steps, 0.0, generator=torch.Generator().manual_seed(0))
+    states = record_trajectory(unet, sched, z, eta=0.0)
+    with torch.no_grad():                                         # the states are the decoder's own
+        x = z.x_start
+        for k, t in enumerate(z.timesteps):
+            assert torch.equal(states[k], x)
+            x = step_with_noise(sched, denoiser_output(unet, x, t), t, x, torch.zeros_like(x), 0.0)
+    assert states.shape == (steps, n, 1, 8, 8)
+    return states, z.timesteps
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_learn_delta_h_lowers_its_loss_and_leaves_the_unet_frozen(tiny_unet, per_step):
+    sched = _ddim(clip_sample=False)
+    traj, ts = _trajectories(tiny_unet, sched)
+    tiny_unet.requires_grad_(True)
+    before = {k: v.clone() for k, v in tiny_unet.state_dict().items()}
+
+    def brighter(p_edit, p):                                    # ask for a brighter predicted image
+        return -(p_edit - p).flatten(1).mean(1) + 0.1 * (p_edit - p).pow(2).flatten(1).mean(1)
+    d = learn_delta_h(tiny_unet, sched, traj, ts, brighter, t_edit=300, num_inference_steps=6, per_step=per_step,
+                      iterations=40, batch_size=4, lr=0.05, generator=torch.Generator().manual_seed(0), progress=False)
+    assert sum(d.losses[-10:]) < sum(d.losses[:10])
+    n_edit = edit_steps(ts, 300)
+    if per_step:
+        assert isinstance(d.delta_h, list) and len(d.delta_h) == n_edit and d.delta_h[0].shape == (16, 4, 4)
+    else:
+        assert d.delta_h.shape == (16, 4, 4) and not d.delta_h.requires_grad
+    assert all(torch.equal(v, before[k]) for k, v in tiny_unet.state_dict().items())
+    assert all(p.requires_grad for p in tiny_unet.parameters())    # the caller's flags are restored
+    with pytest.raises(ValueError, match="trajectories must be"):
+        learn_delta_h(tiny_unet, sched, traj[0], ts, brighter, t_edit=300, num_inference_steps=6)
+    with pytest.raises(ValueError, match="iterations must be a positive integer"):
+        learn_delta_h(tiny_unet, sched, traj, ts, brighter, t_edit=300, num_inference_steps=6, iterations=0)
+    with pytest.raises(ValueError, match="init_std must be positive"):
+        learn_delta_h(tiny_unet, sched, traj, ts, brighter, t_edit=300, num_inference_steps=6, init_std=0.0)
+
+
+def test_directional_clip_loss():
+    from dpmlatent.clip import make_clip
+    from dpmlatent.energies import clip_embed_images, clip_embed_text
+
+    model, tok = make_clip(0)
+    model.eval()
+    p = torch.rand(3, 1, 8, 8) * 2 - 1
+    p_edit = p.flip(-1)
+    loss = directional_clip_loss(model, tok, ["a handwritten three", "a handwritten two"],
+                                 ["a bold handwritten three", "a bold handwritten two"], recon_weight=0.5)
+    with torch.no_grad():
+        txt = (clip_embed_text(model, tok, ["a bold handwritten three", "a bold handwritten two"])
+               - clip_embed_text(model, tok, ["a handwritten three", "a handwritten two"])).mean(0)
+        d = clip_embed_images(model, p_edit) - clip_embed_images(model, p)
+        expected = 1 - torch.nn.functional.cosine_similarity(d, txt.expand_as(d), dim=-1) \
+            + 0.5 * (p_edit - p).abs().flatten(1).mean(1)
+        assert torch.allclose(loss(p_edit, p), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="must pair up"):
+        directional_clip_loss(model, tok, ["a", "b"], ["c"])
