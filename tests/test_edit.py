@@ -204,6 +204,10 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     assert row.clip_score == pytest.approx(score.mean().item(), abs=1e-6)
     assert row.clip_direction == pytest.approx(d.mean().item(), abs=1e-6)
     assert " CLIP  dCLIP" in format_edit_table([row])
+    long = evaluate_edit(task, edited, method="a method name of 27 letters", strength=1.0, guidance_scale=1.0,
+                         digit_classifier=clf, domain_classifier=dom)
+    head, first, second = format_edit_table([row, long]).splitlines()
+    assert head.index("strength") == first.index("1.00") - 4 == second.index("1.00") - 4   # columns line up
     with pytest.raises(TypeError, match="clip must be an"):
         evaluate_edit(task, edited, method="flip", strength=1.0, guidance_scale=1.0, digit_classifier=clf,
                       domain_classifier=dom, clip=model)

@@ -204,12 +204,14 @@ def select_by_clip(task: EditTask, candidates: list[torch.Tensor], *, clip) -> t
 
 
 def format_edit_table(rows: list[EditRow]) -> str:
-    """Fixed-width text table of :class:`EditRow` s; the CLIP columns appear when a row has them."""
+    """Fixed-width text table of :class:`EditRow` s; the CLIP columns appear when a row has them, and
+    the method column widens for names longer than 20 characters."""
     with_clip = any(not math.isnan(r.clip_score) for r in rows)
-    lines = [f"{'edit':<7} {'method':<20} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
+    mw = max([20] + [len(r.method) for r in rows])                   # method column: at least 20 wide
+    lines = [f"{'edit':<7} {'method':<{mw}} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
              f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}" + (f" {'CLIP':>6} {'dCLIP':>6}" if with_clip else "")]
     for r in rows:
-        lines.append(f"{r.kind:<7} {r.method:<20} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
+        lines.append(f"{r.kind:<7} {r.method:<{mw}} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
                      f"{r.target_digit:>6.3f} {r.target_domain:>6.3f} {r.ink_ratio:>6.2f} {r.psnr:>6.1f} {r.ssim:>6.3f}"
                      + (f" {r.clip_score:>6.3f} {r.clip_direction:>6.3f}" if with_clip else ""))
     return "\n".join(lines)
