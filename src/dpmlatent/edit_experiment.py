@@ -95,6 +95,12 @@ class EditRow:
     clip_direction: float = math.nan  # mean directional CLIP similarity; nan when scored without CLIP
 
 
+def _check_clip(clip) -> tuple:
+    if not (isinstance(clip, tuple) and len(clip) == 2):
+        raise TypeError(f"clip must be an (open_clip model, tokenizer) pair, got {type(clip).__name__}")
+    return clip
+
+
 def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength: float, guidance_scale: float,
                   digit_classifier, domain_classifier, clip=None) -> EditRow:
     """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``); ``clip`` is an optional
@@ -115,9 +121,7 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
         success = digit_ok & (ink(edited).cpu() > ink(task.images).cpu())
     clip_scores = (math.nan, math.nan)
     if clip is not None:
-        if not (isinstance(clip, tuple) and len(clip) == 2):
-            raise TypeError(f"clip must be an (open_clip model, tokenizer) pair, got {type(clip).__name__}")
-        model, tokenizer = clip
+        model, tokenizer = _check_clip(clip)
         clip_scores = (metrics.clip_score(model, tokenizer, edited, task.prompts).double().mean().item(),
                        metrics.clip_direction(model, tokenizer, edited, task.images, task.prompts,
                                               task.source_prompts).double().mean().item())
@@ -195,8 +199,7 @@ def select_by_clip(task: EditTask, candidates: list[torch.Tensor], *, clip) -> t
         if not isinstance(c, torch.Tensor) or c.shape != task.images.shape:
             raise ValueError(f"every candidate must have the inputs' shape {tuple(task.images.shape)}, "
                              f"got {tuple(getattr(c, 'shape', ())) or type(c).__name__}")
-    if not (isinstance(clip, tuple) and len(clip) == 2):
-        raise TypeError(f"clip must be an (open_clip model, tokenizer) pair, got {type(clip).__name__}")
+    _check_clip(clip)
     stack = torch.stack([c.to(task.images.device) for c in candidates])                  # (K, N, 1, 8, 8)
     scores = torch.stack([metrics.clip_score(*clip, c, task.prompts).to(stack.device) for c in stack])  # (K, N)
     index = scores.argmax(0)
