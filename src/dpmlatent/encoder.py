@@ -16,12 +16,16 @@ floating-point rounding.
 ``sigma = 0`` (``DDPMScheduler`` always; ``DDIMScheduler`` with ``set_alpha_to_one=True``, or
 with a final timestep 0 whose "previous" alpha equals its own). There, no noise can steer
 the last step, so instead of a posterior sample the encoder targets the ``x_{t_S}`` whose
-deterministic step lands on ``x_0``: it solves ``mu_theta(x, t_S) = x_0`` by fixed-point
-iteration ``x <- x + (x_0 - mu_theta(x, t_S)) / g`` (``g`` is the step's own gain on ``x``).
-This is exact (to rounding) whenever the step depends on ``x`` (epsilon or v prediction);
-with ``prediction_type="sample"`` and ``alpha_prev = 1`` the last step ignores ``x`` and
-returns the network's output, so no code reproduces ``x_0`` exactly: the encoder then
-raises a ``ValueError`` saying so. The noise stored for such a step is 0 (it has no effect).
+deterministic step lands on ``x_0``: it solves ``mu_theta(x, t_S) = x_0`` image by image
+(:mod:`dpmlatent.rootfinding`: the fixed-point iteration ``x <- x + (x_0 - mu_theta(x)) / g``,
+``g`` the step's own gain on ``x``, then Newton's method on the real, clipped step, from the
+posterior sample, the noise-free point and two random draws). Where it converges the code is
+exact to rounding; where it does not it raises a ``ValueError`` that says why, instead of
+returning an inexact code. Codes need not exist: ``prediction_type="sample"`` with
+``alpha_prev = 1`` (the step ignores ``x``), or DDIM's final timestep 0 with
+``set_alpha_to_one=False`` and clipping, where a clipped pixel no longer depends on its own
+``x``. The noise stored for such a
+step is 0 (it has no effect).
 
 :func:`ddim_invert` is the deterministic baseline (DDIM / ODE inversion), exact only in
 the limit of many steps.
@@ -36,8 +40,15 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .rootfinding import solve_per_image
 from .latent import (LatentCode, _check_unet_input, check_scheduler, decode, denoiser_output,
                      sampling_timesteps, step_with_noise)
+
+# A step whose noise weight is below this is deterministic: DDPMScheduler clamps its variance at
+# 1e-20 (sigma = 1e-10) where it should be 0, and dividing by it would give codes of size 1e10.
+SIGMA_ZERO = 1e-8
+# Random starts of the last-step solve after the posterior sample and the noise-free point.
+RESTARTS = 2
 
 __all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma",
            "ddim_invert", "ddim_decode"]
@@ -73,29 +84,71 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     return step_with_noise(scheduler, zeros, t, zeros, torch.ones_like(like), eta)
 
 
-def _solve_last_step(unet, scheduler, t, x0, x, eta, guidance, max_iter: int = 100):
-    """Find ``x`` with ``mu_theta(x, t) = x0`` for a deterministic (sigma = 0) last step."""
+def _without_clipping(scheduler):
+    """The same scheduler with clipping and thresholding of the predicted ``x0`` switched off
+    (``scheduler`` itself when it does neither), with the same timesteps."""
+    if not (scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False)):
+        return scheduler
+    twin = type(scheduler).from_config(scheduler.config, clip_sample=False, thresholding=False)
+    twin.set_timesteps(scheduler.num_inference_steps)
+    return twin
+
+
+def _select(guidance: dict, idx: torch.Tensor) -> dict:
+    """The conditioning of the images ``idx`` (``cond``/``uncond`` are per image)."""
+    return {k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in guidance.items()}
+
+
+def _solve_last_step(unet, scheduler, t, x0, x, eta, guidance):
+    """Find ``x`` with ``mu_theta(x, t) = x0`` for a deterministic (sigma = 0) last step.
+
+    ``mu_theta(x, t) = a * clip(P(x)) + b * eps_hat(x)`` is the scheduler's step without noise.
+    Solved image by image with :func:`dpmlatent.rootfinding.solve_per_image` on the real step
+    (clipping included: where it is active the pixel's equation becomes an inequality, which
+    Newton's minimum-norm step respects). Starts: the posterior sample ``x`` (so the code stays
+    close to a typical one), then the noise-free point ``sqrt(abar_t) x0``, then fresh draws
+    from ``q(x_t | x0)`` (a private generator, so the caller's random stream and the codes of
+    solved images do not depend on how many were needed). Raises where none lands on ``x0``.
+    """
     zeros = torch.zeros_like(x0)
-    gain = step_with_noise(scheduler, zeros, t, torch.ones_like(x0), zeros, eta)  # d mu / d x at fixed output
+    free = _without_clipping(scheduler)
+    gain = step_with_noise(free, zeros, t, torch.ones_like(x0), zeros, eta)  # d mu / d x at fixed output
     if gain.abs().min() < 1e-3:
         raise ValueError(
             f"the last step (t={int(t)}) is deterministic and does not depend on x_t "
             f"(prediction_type={scheduler.config.prediction_type!r}, gain {gain.abs().min():.2g}): no "
             "latent code reproduces x0 exactly. Use a scheduler whose last step is stochastic, e.g. "
             "DDIMScheduler(set_alpha_to_one=False, steps_offset=1) with eta > 0")
-    best, best_err = x, float("inf")
-    tol, prev_err = 8 * torch.finfo(x.dtype).eps, float("inf")
-    for _ in range(max_iter):
-        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
-        resid = x0 - step_with_noise(scheduler, out, t, x, zeros, eta)
-        err = resid.abs().max().item()
-        if err < best_err:
-            best, best_err = x, err
-        if err <= tol or err > 0.5 * prev_err:  # converged, or stalled at rounding level
-            break
-        prev_err = err
-        x = x + resid / gain
-    return best
+
+    def mu(x, idx):
+        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **_select(guidance, idx))
+        return step_with_noise(scheduler, out, t, x, zeros[idx], eta)
+
+    t_batch = t.reshape(1).to(x0.device)
+    spare = torch.Generator(device="cpu").manual_seed(0)
+    starts = [x, scheduler.add_noise(x0, zeros, t_batch)] + [
+        scheduler.add_noise(x0, randn_tensor(x0.shape, generator=spare, device=x0.device, dtype=x0.dtype), t_batch)
+        for _ in range(RESTARTS)]
+    tol = 100 * torch.finfo(x0.dtype).eps
+    x, err = solve_per_image(mu, x0, starts, gain=gain)
+    if err.max() > tol:
+        clipping = scheduler.config.get("clip_sample") or scheduler.config.get("thresholding")
+        why = (f"it clips its prediction of x0 (clip_sample={scheduler.config.get('clip_sample')}, "
+               f"thresholding={scheduler.config.get('thresholding')}), and a clipped pixel may not "
+               "depend on its own x" if clipping else "the network's prediction may not reach x0")
+        raise ValueError(
+            f"no latent code found for image(s) {_first(err > tol)}: the last step (t={int(t)}) is "
+            f"deterministic, and solving mu_theta(x, t) = x0 for x from {len(starts)} starts did not "
+            f"converge (best miss {err.max().item():.2g}, tolerance {tol:.1g}). A code may not exist: {why}. "
+            "Use clip_sample=False, more inference steps, or a scheduler whose last step is stochastic "
+            "(e.g. DDIMScheduler(set_alpha_to_one=False, steps_offset=1))")
+    return x
+
+
+def _first(mask: torch.Tensor, k: int = 10) -> str:
+    """The indices where ``mask`` is true, at most ``k`` of them, as text."""
+    idx = torch.nonzero(mask).flatten().tolist()
+    return str(idx[:k]) + (" ..." if len(idx) > k else "")
 
 
 def _check_x0(unet, x0: torch.Tensor) -> None:
@@ -141,9 +194,9 @@ def dpm_encode(unet, scheduler, x0: torch.Tensor, *, eta: float, num_inference_s
     guidance = dict(cond=cond, uncond=uncond, guidance_scale=guidance_scale)
     draw = lambda: randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
     sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
-    if any((s == 0).any() for s in sigmas[:-1]):
+    if any((s.abs() < SIGMA_ZERO).any() for s in sigmas[:-1]):
         raise ValueError("an intermediate step of this scheduler has sigma = 0; only the last may")
-    last_deterministic = bool((sigmas[-1] == 0).all())
+    last_deterministic = bool((sigmas[-1].abs() < SIGMA_ZERO).all())
     t_start = timesteps[:1].repeat(len(x0)).to(x0.device)
     x = scheduler.add_noise(x0, draw(), t_start)                            # x_{t0} ~ q(x_{t0} | x0)
     if last_deterministic and len(timesteps) == 1:
