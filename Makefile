@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: install book book-offline check-book test unit nbval execute zoo quality clean
+.PHONY: install book book-offline check-book test unit nbval portability execute zoo quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,21 +29,39 @@ book-offline: $(STAMP)
 check-book: book-offline
 	$(BIN)/python tools/check_book.py
 
+# `make execute` stores the outputs on this machine's default CPU kernel path; `make test` checks
+# them under another one (tools/kernel_path.py picks it: avx2 on an AVX-512 CPU, the scalar
+# "default" on an AVX2 CPU), as a machine with another CPU would. `make nbval` checks them on the
+# default path: the two together are "nbval passes twice, under both kernel paths".
+CHECK_KERNELS = $$($(BIN)/python tools/kernel_path.py)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider --durations=12
+	$(BIN)/python tools/kernel_path.py --describe
+	env $(CHECK_KERNELS) $(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider --durations=12
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+
+# Execute the chapters under the check's kernel path into _build/portability and list every
+# printed line that differs from the stored outputs (what `make test` would fail on).
+portability: $(STAMP)
+	mkdir -p _build/portability
+	for nb in $(NOTEBOOKS); do \
+	  env $(CHECK_KERNELS) $(BIN)/jupyter nbconvert --to notebook --execute --output-dir _build/portability \
+	    --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	done
+	$(BIN)/python tools/compare_outputs.py notebooks _build/portability
 
 # Re-execute the chapters in place: the stored outputs are what the book shows.
 execute: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  env -u ATEN_CPU_CAPABILITY $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; \
 	done
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python tools/kernel_path.py --stamp $(NOTEBOOKS)
 	$(BIN)/python tools/readme_figure.py
 
 # Rebuild every shipped checkpoint from scratch (about 40 min per diffusion model on 2 cores).

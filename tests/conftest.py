@@ -39,3 +39,25 @@ def x0():
     from dpmlatent import data
 
     return data.handwritten_digits("test").images[:3]
+
+
+def pytest_report_header(config):
+    """Say which CPU kernel path this run uses and which one stored the chapters' outputs, so a
+    log shows whether nbval simulated another machine (see tools/kernel_path.py)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tools"))
+    try:
+        from kernel_path import capability, stored_paths
+    finally:
+        sys.path.pop(0)
+    current, default = torch.backends.cpu.get_cpu_capability(), capability()
+    stored = sorted(set(stored_paths(sorted((root / "notebooks").glob("*.ipynb"))).values()))
+    line = (f"CPU kernel path: this run {current} (machine default {default}); "
+            f"the chapters' stored outputs were executed with {', '.join(stored)}")
+    if stored == [current]:
+        line += ("\nNOTE: the same kernel path that stored the outputs checks them: this run does not "
+                 "simulate another machine (no other path on this CPU, or ATEN_CPU_CAPABILITY was set)")
+    return line
