@@ -204,3 +204,23 @@ def test_coverage_experiment_rows_and_diversity():
     rows[0].model = "diffusion (a long model name)"
     wide = format_coverage_table(rows).splitlines()
     assert wide[0].index("energy") == wide[1].index(rows[0].energy) == len(rows[0].model) + 1   # columns line up
+
+
+def test_langevin_grid_makes_a_chaotic_chain_reproducible():
+    """A sharp energy makes the chain chaotic: a 1e-13 change of the start (the size of a
+    difference between two CPUs' kernels in float64) grows to O(1) in 60 steps. Rounding the
+    code to a grid after every step wipes it out, and every iterate lies on the grid."""
+    u = lambda z: 0.5 * z.pow(2).sum(1) + torch.sin(10 * z).sum(1)  # noqa: E731
+    z0 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    nudged = z0 + 1e-13
+
+    def run(z, grid):
+        return langevin(u, z, steps=60, step_size=0.05, generator=torch.Generator().manual_seed(1), grid=grid,
+                        progress=False).z
+
+    assert (run(z0, None) - run(nudged, None)).abs().max() > 1e-2
+    a, b = run(z0, 2.0 ** -20), run(nudged, 2.0 ** -20)
+    assert torch.equal(a, b)
+    assert torch.equal(a, torch.round(a * 2 ** 20) / 2 ** 20)
+    with pytest.raises(ValueError, match="grid"):
+        langevin(u, z0, steps=1, step_size=0.1, grid=0.0, progress=False)

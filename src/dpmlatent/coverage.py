@@ -22,6 +22,7 @@ import torch
 
 from . import metrics
 from .guidance import Guided, guide
+from .reporting import fmt_fraction
 
 __all__ = ["CoverageRow", "mean_pairwise_distance", "coverage_row", "coverage_experiment", "format_coverage_table"]
 
@@ -69,7 +70,7 @@ def coverage_row(model: str, energy: str, images_before: torch.Tensor, guided: G
 
 def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energies: dict[str, tuple[float, Callable]],
                         *, judge, target: int, steps: int, threshold: float = 0.9, seed: int = 0,
-                        progress: bool = True) -> tuple[list[CoverageRow], dict]:
+                        grid: float | None = None, progress: bool = True) -> tuple[list[CoverageRow], dict]:
     """Guide every model with every energy from the same codes and seed.
 
     Args:
@@ -78,7 +79,8 @@ def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energ
             Langevin step size for its code space.
         energies: name -> ``(weight, E)``.
         judge: classifier of the success criterion; ``target``: its class index.
-        steps: Langevin iterations per run.
+        steps: Langevin iterations per run. grid: rounds the chains' codes (see
+            :func:`~dpmlatent.guidance.langevin`; makes float64 runs reproducible across CPUs).
 
     Returns:
         The rows, and ``{(model, energy): Guided}`` (plus ``{(model, None): G(z0)}``, the unguided samples).
@@ -90,19 +92,23 @@ def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energ
         runs[name, None] = before
         for energy_name, (weight, energy) in energies.items():
             out = guide(g, energy, z0, weight=weight, steps=steps, step_size=step_size,
-                        generator=torch.Generator().manual_seed(seed), progress=progress)
+                        generator=torch.Generator().manual_seed(seed), grid=grid, progress=progress)
             runs[name, energy_name] = out
             rows.append(coverage_row(name, energy_name, before, out, judge, target, threshold=threshold))
     return rows, runs
 
 
 def format_coverage_table(rows: list[CoverageRow]) -> str:
-    """Fixed-width text table of :class:`CoverageRow` s (name columns as wide as the longest name)."""
+    """Fixed-width text table of :class:`CoverageRow` s (name columns as wide as the longest name).
+
+    Shares are printed at the precision their number of samples supports
+    (:func:`~dpmlatent.reporting.fmt_fraction`: 48 samples, 2 decimals)."""
     mw = max([len("model")] + [len(r.model) for r in rows])
     ew = max([len("energy")] + [len(r.energy) for r in rows])
     lines = [f"{'model':<{mw}} {'energy':<{ew}} {'N':>4} {'success before':>14} {'after':>6} "
              f"{'E before':>8} {'E after':>8} {'diversity':>9}"]
     for r in rows:
-        lines.append(f"{r.model:<{mw}} {r.energy:<{ew}} {r.num_samples:>4} {r.success_before:>14.3f} {r.success:>6.3f} "
+        lines.append(f"{r.model:<{mw}} {r.energy:<{ew}} {r.num_samples:>4} {fmt_fraction(r.success_before, r.num_samples):>14} "
+                     f"{fmt_fraction(r.success, r.num_samples):>6} "
                      f"{r.energy_before:>8.3f} {r.energy_after:>8.3f} {r.diversity:>9.2f}")
     return "\n".join(lines)
