@@ -2,7 +2,9 @@
 
 For each configuration: encode B held-out handwritten digits, decode, and report the max abs
 error of decode(encode(x0)) - x0 and the encode/decode wall time. DDIM inversion (deterministic,
-eta = 0) is shown at several step counts: it is only approximately invertible.
+eta = 0) is shown at several step counts: it is only approximately invertible. The "trailing"
+rows have a deterministic, clipped last step from t_S > 0, solved by Newton's method
+(:mod:`dpmlatent.rootfinding`): their encode time is the price of exactness there.
 
     .venv/bin/python benchmarks/roundtrip.py [--model ddpm-handwritten|tiny] [--batch 16]
 """
@@ -55,6 +57,10 @@ def main() -> None:
     configs.append(("DDIM eta=0.5 strength=0.5", DDIMScheduler.from_config(base), 0.5, 50, 0.5))
     configs.append(("DDIM eta=0.5 SD-style", DDIMScheduler.from_config(base, set_alpha_to_one=False, steps_offset=1), 0.5, 50, 1.0))
     configs.append(("DDPM", DDPMScheduler.from_config(base), 1.0, 50, 1.0))
+    # a deterministic, clipped last step from t_S > 0: the Newton solve of dpmlatent.rootfinding
+    for steps in (10, 20, 50):
+        configs.append(("DDIM eta=1 trailing (Newton)", DDIMScheduler.from_config(base, timestep_spacing="trailing"),
+                        1.0, steps, 1.0))
 
     print(f"model: {args.model}   batch: {args.batch}   torch threads: {torch.get_num_threads()}")
     print(f"{'method / config':<32} {'steps':>5} {'dtype':>8} {'max |err|':>10} {'encode s':>9} {'decode s':>9}")
