@@ -39,9 +39,10 @@ def capability(env_value: str | None = None) -> str:
     return out.stdout.strip()
 
 
-def check_env() -> str:
-    """``ATEN_CPU_CAPABILITY=...`` for the check, or ``""`` when this machine has no other path."""
-    alt = ALTERNATIVE.get(capability())
+def check_env(default: str | None = None) -> str:
+    """``ATEN_CPU_CAPABILITY=...`` for the check, or ``""`` when this machine has no other path
+    (``default``: the machine's default capability, if already known)."""
+    alt = ALTERNATIVE.get(default or capability())
     return f"ATEN_CPU_CAPABILITY={alt}" if alt else ""
 
 
@@ -73,9 +74,9 @@ def main(argv=None) -> int:
     if args.stamp:
         stamp(args.stamp)
         return 0
-    env = check_env()
+    default = capability()                                   # one subprocess, not two
+    env = check_env(default)
     if args.describe:
-        default = capability()
         print(f"machine default {default}; the check runs with {env}" if env else
               f"machine default {default}; no other kernel path on this machine: the check runs on the same one")
     else:

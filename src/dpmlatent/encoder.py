@@ -24,8 +24,7 @@ exact to rounding; where it does not it raises a ``ValueError`` that says why, i
 returning an inexact code. Codes need not exist: ``prediction_type="sample"`` with
 ``alpha_prev = 1`` (the step ignores ``x``), or DDIM's final timestep 0 with
 ``set_alpha_to_one=False`` and clipping, where a clipped pixel no longer depends on its own
-``x``. The noise stored for such a
-step is 0 (it has no effect).
+``x``. The noise stored for such a step is 0 (it has no effect).
 
 :func:`ddim_invert` is the deterministic baseline (DDIM / ODE inversion), exact only in
 the limit of many steps.
