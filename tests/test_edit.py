@@ -1,5 +1,7 @@
 """Text-guided editing: exactness, parity with diffusers' CycleDiffusionPipeline, input checks."""
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -192,6 +194,18 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     step_txt = txt - clip_embed_text(model, tokenizer, task.source_prompts)
     assert torch.allclose(d, torch.nn.functional.cosine_similarity(step_img, step_txt, dim=-1), atol=1e-5)
     assert metrics.clip_direction(model, tokenizer, x, x, task.prompts, task.source_prompts).abs().max() < 1e-6
+    # a reconstruction off by rounding is unchanged: exactly 0, not the cosine of a rounding error
+    nudged = x + 1e-6 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    nudged[0] = edited[0]                                              # one real edit among them
+    d_nudged = metrics.clip_direction(model, tokenizer, nudged, x, task.prompts, task.source_prompts)
+    assert torch.equal(d_nudged[1:], torch.zeros(4)) and d_nudged[0] == pytest.approx(d[0].item(), abs=1e-5)
+    assert metrics.clip_direction(model, tokenizer, nudged, x, task.prompts, task.source_prompts,
+                                  unchanged_atol=0.0)[1:].abs().max() > 0      # the cosine of the noise
+    with pytest.raises(ValueError, match="unchanged_atol must be a finite number >= 0"):
+        metrics.clip_direction(model, tokenizer, edited, x, task.prompts, task.source_prompts, unchanged_atol=-1.0)
+    # a float64 CLIP reads float32 images and gives the same scores to float32 precision
+    score64 = metrics.clip_score(copy.deepcopy(model).double(), tokenizer, edited, task.prompts)
+    assert score64.dtype == torch.float64 and torch.allclose(score64.float(), score, atol=1e-5)
     with pytest.raises(ValueError, match="prompts must be one string or a list of 5"):
         metrics.clip_score(model, tokenizer, x, ["a", "b"])
     with pytest.raises(ValueError, match="source_prompts must be one string or a list of 5"):
@@ -204,6 +218,17 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     assert row.clip_score == pytest.approx(score.mean().item(), abs=1e-6)
     assert row.clip_direction == pytest.approx(d.mean().item(), abs=1e-6)
     assert " CLIP  dCLIP" in format_edit_table([row])
+    assert row.num_images == 5 and f" {row.success:.1f} " in format_edit_table([row])   # 5 edits: 1 decimal
+    with pytest.raises(ValueError, match="success: the row does not record how many"):
+        format_edit_table([dataclasses.replace(row, num_images=None)])
+    # a float32 classifier reads float64 edits (metrics.classify casts to the classifier's dtype)
+    row64 = evaluate_edit(task, edited.double(), method="flip", strength=1.0, guidance_scale=1.0,
+                          digit_classifier=clf, domain_classifier=dom)
+    assert row64.target_digit == row.target_digit and row64.psnr == pytest.approx(row.psnr, rel=1e-5)
+    # an exact reconstruction prints its PSNR as a bound, not as the digits of rounding noise
+    exact = evaluate_edit(task, x + 1e-7, method="reconstruction", strength=0.0, guidance_scale=1.0,
+                          digit_classifier=clf, domain_classifier=dom)
+    assert exact.psnr > 100 and " >100 " in format_edit_table([exact]) and " >100 " not in format_edit_table([row])
     long = evaluate_edit(task, edited, method="a method name of 27 letters", strength=1.0, guidance_scale=1.0,
                          digit_classifier=clf, domain_classifier=dom)
     head, first, second = format_edit_table([row, long]).splitlines()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dpmlatent.reporting import decimals_for, fmt, fmt_bound, fmt_fraction, noise_floor
+from dpmlatent.reporting import decimals_for, fmt, fmt_bound, fmt_fraction, noise_floor, share_column
 
 
 def test_noise_is_a_bound_and_real_errors_keep_their_digits():
@@ -48,3 +48,9 @@ def test_fractions_of_48_get_two_decimals_and_of_10000_three():
         fmt_fraction(0.5, 0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fmt_fraction(1.5, 10)
+
+
+def test_share_column_aligns_and_needs_the_sample_size():
+    assert share_column(0.6875, 64, 7) == "   0.69" and share_column(0.6875, 10_000, 7) == "  0.688"
+    with pytest.raises(ValueError, match="class kept: the row does not record how many items"):
+        share_column(0.5, None, 7, name="class kept")

@@ -117,6 +117,8 @@ def test_sweep_is_reproducible_and_identical_models_reconstruct(tiny_unet):
         translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, label="x", **kw)
     table = format_translation_table(a.rows)
     assert table.count("\n") == len(a.rows) and "cyclediffusion" in table
+    assert all(r.num_images == len(x) for r in a.rows)
+    assert f" {a.rows[0].class_kept:.{1 if len(x) < 25 else 2}f} " in table.splitlines()[1]   # shares at n's precision
     with pytest.raises(ValueError, match="strength must be in"):
         translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, **{**kw, "strengths": (0.0,)})
     with pytest.raises(ValueError, match="methods must be drawn from"):

@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .edit import cycle_edit
+from .reporting import share_column
 from .text import caption
 
 __all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "evaluate_edit", "edit_sweep",
-           "SCORES", "best_success", "select_by_clip", "format_edit_table"]
+           "SCORES", "best_success", "select_by_clip", "PSNR_EXACT", "format_edit_table"]
 
 KINDS = ("digit", "domain", "weight")
 #: Target digit of each source digit in the "digit" edits: pairs that share strokes.
@@ -50,8 +51,9 @@ class EditTask:
     target_domain: int
 
 
-def edit_task(kind: str, *, num_images: int = 64, seed: int = 0, device=None) -> EditTask:
-    """Held-out handwritten digits (test split, a seeded permutation) and the prompts of ``kind``."""
+def edit_task(kind: str, *, num_images: int = 64, seed: int = 0, device=None, dtype: torch.dtype | None = None) -> EditTask:
+    """Held-out handwritten digits (test split, a seeded permutation) and the prompts of ``kind``;
+    the images on ``device`` in ``dtype`` (default: the data's float32)."""
     from .text import captioned_digits
 
     if kind not in KINDS:
@@ -74,7 +76,7 @@ def edit_task(kind: str, *, num_images: int = 64, seed: int = 0, device=None) ->
     else:
         targets, domain = labels.clone(), 0
         tgt = [caption(int(y), "handwritten", "bold") for y in labels]
-    return EditTask(kind, data.images[idx].to(device), labels, src, tgt, targets, domain)
+    return EditTask(kind, data.images[idx].to(device=device, dtype=dtype), labels, src, tgt, targets, domain)
 
 
 @dataclasses.dataclass
@@ -93,6 +95,7 @@ class EditRow:
     ssim: float
     clip_score: float = math.nan      # mean cos(edit, target prompt); nan when scored without CLIP
     clip_direction: float = math.nan  # mean directional CLIP similarity; nan when scored without CLIP
+    num_images: int | None = None     # how many edits the row averages (sets the printed precision)
 
 
 def _check_clip(clip) -> tuple:
@@ -128,7 +131,7 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
     return EditRow(task.kind, method, strength, guidance_scale, success.double().mean().item(),
                    digit_ok.double().mean().item(), domain_ok.double().mean().item(), ratio,
                    metrics.psnr(edited, task.images).double().mean().item(),
-                   metrics.ssim(edited, task.images).double().mean().item(), *clip_scores)
+                   metrics.ssim(edited, task.images).double().mean().item(), *clip_scores, num_images=len(edited))
 
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
@@ -206,15 +209,31 @@ def select_by_clip(task: EditTask, candidates: list[torch.Tensor], *, clip) -> t
     return stack[index, torch.arange(stack.shape[1], device=stack.device)], index
 
 
+#: Mean PSNR (dB) from which an edit table prints the bound ``>100`` (see :func:`format_edit_table`).
+PSNR_EXACT = 100.0
+
+
+def _psnr_text(psnr: float) -> str:
+    return f">{PSNR_EXACT:.0f}" if psnr >= PSNR_EXACT else f"{psnr:.1f}"
+
+
 def format_edit_table(rows: list[EditRow]) -> str:
     """Fixed-width text table of :class:`EditRow` s; the CLIP columns appear when a row has them, and
-    the method column widens for names longer than 20 characters."""
+    the method column widens for names longer than 20 characters.
+
+    The three shares (success, digit, domain) are printed at the precision their number of edits
+    supports (:func:`dpmlatent.reporting.fmt_fraction`: 64 edits, 2 decimals). A mean PSNR of
+    :data:`PSNR_EXACT` dB or more is printed as the bound ``>100``: it is an exact
+    reconstruction (RMS error below 2e-5 on ``[-1, 1]``), and its digits would be floating-point
+    noise that differs from CPU to CPU."""
     with_clip = any(not math.isnan(r.clip_score) for r in rows)
     mw = max([20] + [len(r.method) for r in rows])                   # method column: at least 20 wide
     lines = [f"{'edit':<7} {'method':<{mw}} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
              f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}" + (f" {'CLIP':>6} {'dCLIP':>6}" if with_clip else "")]
     for r in rows:
-        lines.append(f"{r.kind:<7} {r.method:<{mw}} {r.strength:>8.2f} {r.guidance_scale:>8.1f} {r.success:>7.3f} "
-                     f"{r.target_digit:>6.3f} {r.target_domain:>6.3f} {r.ink_ratio:>6.2f} {r.psnr:>6.1f} {r.ssim:>6.3f}"
+        n = r.num_images
+        lines.append(f"{r.kind:<7} {r.method:<{mw}} {r.strength:>8.2f} {r.guidance_scale:>8.1f} "
+                     f"{share_column(r.success, n, 7, name='success')} {share_column(r.target_digit, n, 6, name='digit')} "
+                     f"{share_column(r.target_domain, n, 6, name='domain')} {r.ink_ratio:>6.2f} {_psnr_text(r.psnr):>6} {r.ssim:>6.3f}"
                      + (f" {r.clip_score:>6.3f} {r.clip_direction:>6.3f}" if with_clip else ""))
     return "\n".join(lines)

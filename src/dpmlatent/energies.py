@@ -96,7 +96,8 @@ def clip_embed_images(model, x: torch.Tensor) -> torch.Tensor:
         img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
     mean = torch.tensor(cfg["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return F.normalize(model.encode_image((img - mean) / std), dim=-1)
+    dtype = next(model.parameters()).dtype                        # float32 images into a float64 CLIP, or back
+    return F.normalize(model.encode_image(((img - mean) / std).to(dtype)), dim=-1)
 
 
 def _check_prompts(prompts) -> list[str]:

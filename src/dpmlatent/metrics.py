@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -127,22 +128,28 @@ def clip_score(model, tokenizer, images: torch.Tensor, prompts: str | list[str])
 
 @torch.no_grad()
 def clip_direction(model, tokenizer, edited: torch.Tensor, images: torch.Tensor, prompts: str | list[str],
-                   source_prompts: str | list[str]) -> torch.Tensor:
+                   source_prompts: str | list[str], *, unchanged_atol: float = 1e-4) -> torch.Tensor:
     """Directional CLIP similarity of each edit (Gal et al. 2022), in ``[-1, 1]``: does the image
     move in CLIP space the way its caption moves,
     ``cos(f_img(x_edit) - f_img(x), f_txt(c_tgt) - f_txt(c_src))``.
 
-    Unlike :func:`clip_score` it ignores what the input and the edit share; an unchanged image
-    scores 0.
+    Unlike :func:`clip_score` it ignores what the input and the edit share. An unchanged image
+    scores 0: an "edit" within ``unchanged_atol`` of its input in every pixel (an exact
+    reconstruction, off by floating-point rounding) has no direction, and the cosine of a rounding
+    error would be noise that differs from CPU to CPU.
 
     Args:
         model, tokenizer: an open_clip model and its tokenizer.
         edited, images: the edits and their inputs, ``(N, C, H, W)`` in ``[-1, 1]``.
         prompts, source_prompts: the target and the source caption, one for all or ``N`` each.
+        unchanged_atol: largest ``max |x_edit - x|`` (>= 0) that counts as no change; the default
+            1e-4 is 1/80 of an 8-bit grey level on ``[-1, 1]``.
 
     Returns:
         ``(N,)`` cosines.
     """
+    if not (isinstance(unchanged_atol, (int, float)) and math.isfinite(unchanged_atol) and unchanged_atol >= 0):
+        raise ValueError(f"unchanged_atol must be a finite number >= 0, got {unchanged_atol!r}")
     from .energies import clip_embed_images, clip_embed_text
 
     _check_pair(edited, images)
@@ -151,7 +158,9 @@ def clip_direction(model, tokenizer, edited: torch.Tensor, images: torch.Tensor,
     device = next(model.parameters()).device
     d_img = clip_embed_images(model, edited.to(device)) - clip_embed_images(model, images.to(device))
     d_txt = clip_embed_text(model, tokenizer, prompts) - clip_embed_text(model, tokenizer, source_prompts)
-    return torch.nn.functional.cosine_similarity(d_img, d_txt.to(d_img.dtype), dim=-1, eps=1e-12)
+    cos = torch.nn.functional.cosine_similarity(d_img, d_txt.to(d_img.dtype), dim=-1, eps=1e-12)
+    changed = (edited.to(device) - images.to(device)).flatten(1).abs().amax(1) > unchanged_atol
+    return torch.where(changed, cos, torch.zeros_like(cos))
 
 
 def nearest_mean_accuracy(features: torch.Tensor, labels: torch.Tensor, *, train_fraction: float = 0.5) -> float:
@@ -172,11 +181,12 @@ def nearest_mean_accuracy(features: torch.Tensor, labels: torch.Tensor, *, train
 
 @torch.no_grad()
 def classify(classifier, images: torch.Tensor, *, batch_size: int = 512):
-    """Return ``(probs (N, K), features (N, D))`` of ``images`` under ``classifier``."""
-    device = next(classifier.parameters()).device
+    """Return ``(probs (N, K), features (N, D))`` of ``images`` under ``classifier``, on the
+    classifier's device and in its dtype (float64 images are read by a float32 classifier)."""
+    device, dtype = next(classifier.parameters()).device, next(classifier.parameters()).dtype
     probs, feats = [], []
     for chunk in images.split(batch_size):
-        f = classifier.features(chunk.to(device))
+        f = classifier.features(chunk.to(device=device, dtype=dtype))
         probs.append(classifier.head(f).softmax(-1).cpu())
         feats.append(f.cpu())
     return torch.cat(probs), torch.cat(feats)
@@ -190,6 +200,7 @@ class QualityRow:
     confident: float                 # fraction with max p >= threshold
     class_fractions: list[float]     # arg-max label histogram, sums to 1
     frechet: float                   # FD to the held-out real images
+    num_samples: int | None = None   # how many samples the shares are over (sets the printed precision)
 
     @property
     def min_class(self) -> float:
@@ -210,7 +221,7 @@ def quality_row(name: str, images: torch.Tensor, classifier, real: torch.Tensor,
     k = probs.shape[1]
     hist = torch.bincount(probs.argmax(1), minlength=k).double() / len(probs)
     return QualityRow(name, (probs.max(1).values >= threshold).double().mean().item(),
-                      hist.tolist(), frechet_distance(feats, real_feats))
+                      hist.tolist(), frechet_distance(feats, real_feats), num_samples=len(images))
 
 
 def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_samples: int = 512,
@@ -226,9 +237,13 @@ def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_sample
 
 
 def format_table(rows: list[QualityRow]) -> str:
-    """A fixed-width text table: confident fraction, min/max class share, FD."""
+    """A fixed-width text table: confident fraction, min/max class share (each at the precision its
+    number of samples supports, :func:`dpmlatent.reporting.fmt_fraction`), FD."""
+    from .reporting import share_column
+
     lines = [f"{'model':<28} {'p>=0.9':>7} {'min cls':>8} {'max cls':>8} {'FD':>8}"]
     for r in rows:
-        lines.append(f"{r.model:<28} {r.confident:>7.3f} {r.min_class:>8.3f} "
-                     f"{r.max_class:>8.3f} {r.frechet:>8.2f}")
+        n = r.num_samples
+        lines.append(f"{r.model:<28} {share_column(r.confident, n, 7, name='p>=0.9')} {share_column(r.min_class, n, 8, name='min cls')} "
+                     f"{share_column(r.max_class, n, 8, name='max cls')} {r.frechet:>8.2f}")
     return "\n".join(lines)

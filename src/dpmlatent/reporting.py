@@ -19,7 +19,7 @@ import math
 
 import torch
 
-__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_fraction"]
+__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_fraction", "share_column"]
 
 _FLOORS = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
@@ -94,3 +94,16 @@ def fmt_fraction(value: float, n: int) -> str:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"value must be a fraction in [0, 1], got {value}")
     return fmt(value, 0.5 / math.sqrt(n))
+
+
+def share_column(value: float, n: int | None, width: int, *, name: str = "share") -> str:
+    """A table cell: :func:`fmt_fraction` right-aligned in ``width`` characters.
+
+    Raises:
+        ValueError: ``n`` is ``None`` (a row built without its sample size cannot say how many
+            digits it supports; build rows with the ``evaluate_*`` functions, which record it).
+    """
+    if n is None:
+        raise ValueError(f"{name}: the row does not record how many items the share is over (n is None), "
+                         "so its precision is unknown; build rows with the evaluate_* functions")
+    return f"{fmt_fraction(value, n):>{width}}"

@@ -93,6 +93,7 @@ class PromptQualityRow:
     ink_ratio: float         # mean ink of samples / mean ink of real images of the family
     frechet: float           # FD to real held-out images of the family (digit-classifier features)
     num_real: int            # how many real images the FD and ink reference use
+    num_samples: int | None = None   # how many samples the two accuracies are over
 
 
 def family_prompts(domain: str, weight: str | None, per_digit: int) -> tuple[list[str], torch.Tensor]:
@@ -140,14 +141,19 @@ def text_to_image_quality(pipe, digit_classifier, domain_classifier, *, per_digi
         rows.append(PromptQualityRow(
             name, (probs.argmax(1) == labels).double().mean().item(),
             (dom.argmax(1) == DOMAINS.index(domain)).double().mean().item(),
-            (metrics.ink(images).mean() / metrics.ink(ref).mean()).item(), metrics.frechet_distance(feats, ref_feats), len(keep)))
+            (metrics.ink(images).mean() / metrics.ink(ref).mean()).item(), metrics.frechet_distance(feats, ref_feats), len(keep),
+            num_samples=len(images)))
     return rows
 
 
 def format_quality_table(rows: list[PromptQualityRow]) -> str:
-    """Fixed-width text table of :class:`PromptQualityRow` s."""
+    """Fixed-width text table of :class:`PromptQualityRow` s; the accuracies at the precision their
+    number of samples supports (:func:`dpmlatent.reporting.fmt_fraction`)."""
+    from .reporting import share_column
+
     lines = [f"{'caption family':<18} {'digit acc':>9} {'domain acc':>10} {'ink ratio':>9} {'FD':>7} {'real n':>6}"]
     for r in rows:
-        lines.append(f"{r.family:<18} {r.digit_accuracy:>9.3f} {r.domain_accuracy:>10.3f} {r.ink_ratio:>9.2f} "
+        lines.append(f"{r.family:<18} {share_column(r.digit_accuracy, r.num_samples, 9, name='digit acc')} "
+                     f"{share_column(r.domain_accuracy, r.num_samples, 10, name='domain acc')} {r.ink_ratio:>9.2f} "
                      f"{r.frechet:>7.2f} {r.num_real:>6}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
+from .reporting import share_column
 from .train import DOMAINS
 
 __all__ = ["METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
@@ -81,6 +82,7 @@ class TranslationRow:
     frechet: float      # FD to real held-out target images (digit-classifier features)
     psnr: float         # mean PSNR to the source, dB (inf for the source itself)
     ssim: float         # mean SSIM to the source
+    num_images: int | None = None   # how many translations the row averages (sets the printed precision)
 
 
 def _check_labels(labels: torch.Tensor, n: int) -> None:
@@ -123,6 +125,7 @@ def evaluate_translation(method: str, strength: float, translated: torch.Tensor,
         frechet=metrics.frechet_distance(feats, real_target_features),
         psnr=metrics.psnr(translated, source).double().mean().item(),
         ssim=metrics.ssim(translated, source).double().mean().item(),
+        num_images=len(translated),
     )
 
 
@@ -195,14 +198,17 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
 
 
 def format_translation_table(rows: list[TranslationRow]) -> str:
-    """A fixed-width text table of :class:`TranslationRow` s (``-`` for ``nan``)."""
+    """A fixed-width text table of :class:`TranslationRow` s (``-`` for ``nan``); the two columns in
+    [0, 1] (class kept, mean p(target)) at the precision their number of images supports
+    (:func:`dpmlatent.reporting.fmt_fraction`)."""
     def num(v: float, fmt: str) -> str:
         return "-" if math.isnan(v) else format(v, fmt)
 
     lines = [f"{'method':<20} {'strength':>8} {'class kept':>10} {'p(target)':>9} {'FD':>7} "
              f"{'PSNR':>6} {'SSIM':>6}"]
     for r in rows:
-        lines.append(f"{r.method:<20} {num(r.strength, '.2f'):>8} {r.class_kept:>10.3f} {r.realism:>9.3f} "
+        lines.append(f"{r.method:<20} {num(r.strength, '.2f'):>8} {share_column(r.class_kept, r.num_images, 10, name='class kept')} "
+                     f"{share_column(r.realism, r.num_images, 9, name='p(target)')} "
                      f"{r.frechet:>7.2f} {num(r.psnr, '.1f'):>6} {num(r.ssim, '.3f'):>6}")
     return "\n".join(lines)
 
