@@ -13,7 +13,9 @@ symmetrically. Columns as in ``benchmarks/edit_quality.py`` (strength = scale of
   * PSNR, SSIM to the input; CLIP, dCLIP with the target caption "a bold handwritten <digit>"
 
     .venv/bin/python benchmarks/hspace_edits.py [--t-edit 400] [--iterations 300] [--recon-weight 1.0]
-                                                [--per-step] [--eta 0.5]
+                                                [--per-step] [--eta 0.5] [--seed 0] [--dtype float64]
+
+float64 by default, as in chapter 7: learning amplifies float32 rounding, which differs between CPUs.
 """
 
 import argparse
@@ -42,18 +44,20 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.5, help="eta of the DPM-Encoder codes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    pipe = zoo.load("ddpm-handwritten")
+    dtype = getattr(torch, args.dtype)
+    pipe = zoo.load("ddpm-handwritten", dtype=dtype)
     unet = pipe.unet.requires_grad_(False)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     digit_clf, domain_clf = zoo.load("digit-classifier"), zoo.load("domain-classifier")
-    clip = zoo.load("clip-digits")
+    clip = zoo.load("clip-digits", dtype=dtype)
     clip[0].requires_grad_(False)
 
-    x_train = data.handwritten_digits("train", seed=args.seed).images[:args.train_images]
+    x_train = data.handwritten_digits("train", seed=args.seed).images[:args.train_images].to(dtype)
     z_train = ddim_invert(unet, scheduler, x_train, num_inference_steps=args.steps)
     states = record_trajectory(unet, scheduler, z_train, eta=0.0)
     loss_fn = directional_clip_loss(*clip, [caption(d, "handwritten") for d in range(10)],
@@ -66,7 +70,7 @@ def main() -> None:
     print(f"learned delta_h ({'per step' if args.per_step else 'global'}, 'bold'): "
           f"{edit_steps(z_train.timesteps, args.t_edit)} of {args.steps} steps edited, loss {first:.3f} -> {last:.3f}")
 
-    task = edit_task("weight", num_images=64, seed=args.seed)
+    task = edit_task("weight", num_images=64, seed=args.seed, dtype=dtype)
     codes = {"ddim-inversion": (ddim_invert(unet, scheduler, task.images, num_inference_steps=args.steps), 0.0),
              f"dpm-encoder eta={args.eta:g}": (dpm_encode(unet, scheduler, task.images, eta=args.eta,
                                                           num_inference_steps=args.steps,

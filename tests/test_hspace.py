@@ -1,5 +1,7 @@
 """h-space (Asyrp): the bottleneck hook, the asymmetric step, decoding with a shift, learning a shift."""
 
+import copy
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -136,6 +138,16 @@ def test_learn_delta_h_lowers_its_loss_and_leaves_the_unet_frozen(tiny_unet, per
         assert d.delta_h.shape == (16, 4, 4) and not d.delta_h.requires_grad
     assert all(torch.equal(v, before[k]) for k, v in tiny_unet.state_dict().items())
     assert all(p.requires_grad for p in tiny_unet.parameters())    # the caller's flags are restored
+    # float64 end to end (chapter 7 learns in float64): the same start, cast; float64 out
+    unet64 = copy.deepcopy(tiny_unet).double()
+    d64 = learn_delta_h(unet64, sched, traj.double(), ts, brighter, t_edit=300, num_inference_steps=6,
+                        per_step=per_step, iterations=1, batch_size=4, lr=1e-12,
+                        generator=torch.Generator().manual_seed(0), progress=False)
+    d32 = learn_delta_h(tiny_unet, sched, traj, ts, brighter, t_edit=300, num_inference_steps=6,
+                        per_step=per_step, iterations=1, batch_size=4, lr=1e-12,
+                        generator=torch.Generator().manual_seed(0), progress=False)
+    first64, first32 = (d64.delta_h[0], d32.delta_h[0]) if per_step else (d64.delta_h, d32.delta_h)
+    assert first64.dtype == torch.float64 and torch.allclose(first64.float(), first32, atol=1e-9)
     with pytest.raises(ValueError, match="trajectories must be"):
         learn_delta_h(tiny_unet, sched, traj[0], ts, brighter, t_edit=300, num_inference_steps=6)
     with pytest.raises(ValueError, match="iterations must be a positive integer"):

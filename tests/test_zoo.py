@@ -13,7 +13,7 @@ def _save_pipe(tmp_path, unet):
     return zoo.save_checkpoint("ddpm-handwritten", pipe.save_pretrained, {"seed": 0}, tmp_path)
 
 
-def test_diffusion_round_trip_identical_outputs(tmp_path, tiny_unet):
+def test_diffusion_round_trip_identical_outputs(tmp_path, tiny_unet, caplog):
     _save_pipe(tmp_path, tiny_unet)
     pipe = zoo.load("ddpm-handwritten", root=tmp_path)
     assert not pipe.unet.training
@@ -21,6 +21,17 @@ def test_diffusion_round_trip_identical_outputs(tmp_path, tiny_unet):
     with torch.no_grad():
         assert torch.equal(pipe.unet(x, t).sample, tiny_unet(x, t).sample)
     assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    # a float64 load (chapter 7) holds the same weights, cast at load time, without diffusers' warning
+    from diffusers.utils import logging as diffusers_logging
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            pipe64 = zoo.load("ddpm-handwritten", root=tmp_path, dtype=torch.float64)
+    finally:
+        diffusers_logging.disable_propagation()
+    assert "kept in float32" not in caplog.text
+    assert all(p.dtype == torch.float64 and torch.equal(p.float(), q)
+               for p, q in zip(pipe64.unet.parameters(), tiny_unet.parameters()))
     manifest = json.loads((tmp_path / "ddpm-handwritten" / "manifest.json").read_text())
     assert manifest["rebuild"] == "python -m dpmlatent.train ddpm-handwritten"
 

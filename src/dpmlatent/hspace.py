@@ -247,8 +247,11 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     h = bottleneck(unet, trajectories[0, :1], timesteps[0])
     # A small random start: at delta = 0 the directional loss's cosine has no direction (its gradient
     # blows up), and from an exact zero every element of delta moves in lockstep.
+    # Drawn in float64 and then cast: float32 torch.randn differs in its last bits between CPU
+    # kernels (AVX2, AVX-512, scalar), float64 does not, so the start is the same on every machine.
     shape = (n_edit if per_step else 1, *h.shape[1:])
-    delta = (init_std * torch.randn(shape, generator=generator)).to(device=h.device, dtype=h.dtype).requires_grad_(True)
+    start = init_std * torch.randn(shape, generator=generator, dtype=torch.float64)
+    delta = start.to(device=h.device, dtype=h.dtype).requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     unet.requires_grad_(False)                                      # frozen: gradients reach delta only

@@ -234,11 +234,14 @@ def load(name: str, *, device: torch.device | str | None = None,
 
         from .text_to_image import PixelTextToImagePipeline
 
+        # the dtype goes to from_pretrained, not to .to(): diffusers warns on casting a loaded model
         kwargs = {"low_cpu_mem_usage": False}
         if entry.kind == "text-to-image":  # stored in float16 to keep files small; compute in float32
-            cls, kwargs["dtype"] = PixelTextToImagePipeline, torch.float32
+            cls, kwargs["dtype"] = PixelTextToImagePipeline, dtype or torch.float32
         else:
             cls = DDPMPipeline
+            if dtype is not None:
+                kwargs["dtype"] = dtype
         was_enabled = diffusers_logging.is_progress_bar_enabled()
         diffusers_logging.disable_progress_bar()  # a local load takes milliseconds
         transformers_logging.disable_progress_bar()
@@ -251,8 +254,8 @@ def load(name: str, *, device: torch.device | str | None = None,
         model.unet.eval()
         if entry.kind == "text-to-image":
             model.text_encoder.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
+        if device is not None:
+            model.to(device=device)
         return model
     if entry.kind == "clip":
         from .energies import load_clip
