@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from .reporting import share_column
 from .sampling import sample
 
 __all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
@@ -183,10 +184,10 @@ def nearest_mean_accuracy(features: torch.Tensor, labels: torch.Tensor, *, train
 def classify(classifier, images: torch.Tensor, *, batch_size: int = 512):
     """Return ``(probs (N, K), features (N, D))`` of ``images`` under ``classifier``, on the
     classifier's device and in its dtype (float64 images are read by a float32 classifier)."""
-    device, dtype = next(classifier.parameters()).device, next(classifier.parameters()).dtype
+    param = next(classifier.parameters())
     probs, feats = [], []
     for chunk in images.split(batch_size):
-        f = classifier.features(chunk.to(device=device, dtype=dtype))
+        f = classifier.features(chunk.to(device=param.device, dtype=param.dtype))
         probs.append(classifier.head(f).softmax(-1).cpu())
         feats.append(f.cpu())
     return torch.cat(probs), torch.cat(feats)
@@ -239,8 +240,6 @@ def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_sample
 def format_table(rows: list[QualityRow]) -> str:
     """A fixed-width text table: confident fraction, min/max class share (each at the precision its
     number of samples supports, :func:`dpmlatent.reporting.fmt_fraction`), FD."""
-    from .reporting import share_column
-
     lines = [f"{'model':<28} {'p>=0.9':>7} {'min cls':>8} {'max cls':>8} {'FD':>8}"]
     for r in rows:
         n = r.num_samples

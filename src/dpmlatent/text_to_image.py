@@ -14,6 +14,7 @@ import dataclasses
 import torch
 from diffusers import DiffusionPipeline
 
+from .reporting import share_column
 from .text import build_tokenizer, encode_prompts, text_encoder_config
 
 __all__ = ["PixelTextToImagePipeline", "unet_config", "make_pipeline", "FAMILIES", "PromptQualityRow",
@@ -149,8 +150,6 @@ def text_to_image_quality(pipe, digit_classifier, domain_classifier, *, per_digi
 def format_quality_table(rows: list[PromptQualityRow]) -> str:
     """Fixed-width text table of :class:`PromptQualityRow` s; the accuracies at the precision their
     number of samples supports (:func:`dpmlatent.reporting.fmt_fraction`)."""
-    from .reporting import share_column
-
     lines = [f"{'caption family':<18} {'digit acc':>9} {'domain acc':>10} {'ink ratio':>9} {'FD':>7} {'real n':>6}"]
     for r in rows:
         lines.append(f"{r.family:<18} {share_column(r.digit_accuracy, r.num_samples, 9, name='digit acc')} "
