@@ -158,7 +158,7 @@ def test_edit_tasks_and_sweep_on_a_random_pipeline():
     for r in rows:
         assert 0 <= r.success <= r.target_digit <= 1 and r.ink_ratio > 0 and -1 <= r.ssim <= 1
     assert images[("sdedit", 0.6, 2.0)].shape == (4, 1, 8, 8)
-    assert format_edit_table(rows).count("\n") == len(rows)
+    assert str(format_edit_table(rows)).count("\n") == len(rows)
     variant, imgs = edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom,
                                methods=("cyclediffusion",), strengths=(0.6,), guidance_scales=(1.0,), eta=1.0,
                                num_inference_steps=4, label="cyclediffusion eta=1", progress=False)
@@ -167,7 +167,7 @@ def test_edit_tasks_and_sweep_on_a_random_pipeline():
         edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom, label="x",
                    num_inference_steps=4, progress=False)
     assert all(math.isnan(r.clip_score) and math.isnan(r.clip_direction) for r in rows)
-    assert "CLIP" not in format_edit_table(rows)
+    assert "CLIP" not in str(format_edit_table(rows))
 
 
 def test_clip_scores_of_edits_and_selection_by_clip():
@@ -217,8 +217,8 @@ def test_clip_scores_of_edits_and_selection_by_clip():
                         domain_classifier=dom, clip=(model, tokenizer))
     assert row.clip_score == pytest.approx(score.mean().item(), abs=1e-6)
     assert row.clip_direction == pytest.approx(d.mean().item(), abs=1e-6)
-    assert " CLIP  dCLIP" in format_edit_table([row])
-    assert row.num_images == 5 and f" {row.success:.1f} " in format_edit_table([row])   # 5 edits: 1 decimal
+    assert " CLIP  dCLIP" in str(format_edit_table([row]))
+    assert row.num_images == 5 and f" {row.success:.1f} " in str(format_edit_table([row]))   # 5 edits: 1 decimal
     with pytest.raises(ValueError, match="success: the row does not record how many"):
         format_edit_table([dataclasses.replace(row, num_images=None)])
     # a float32 classifier reads float64 edits (metrics.classify casts to the classifier's dtype)
@@ -228,10 +228,10 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     # an exact reconstruction prints its PSNR as a bound, not as the digits of rounding noise
     exact = evaluate_edit(task, x + 1e-7, method="reconstruction", strength=0.0, guidance_scale=1.0,
                           digit_classifier=clf, domain_classifier=dom)
-    assert exact.psnr > 100 and " >100 " in format_edit_table([exact]) and " >100 " not in format_edit_table([row])
+    assert exact.psnr > 100 and " >100 " in str(format_edit_table([exact])) and " >100 " not in str(format_edit_table([row]))
     long = evaluate_edit(task, edited, method="a method name of 27 letters", strength=1.0, guidance_scale=1.0,
                          digit_classifier=clf, domain_classifier=dom)
-    head, first, second = format_edit_table([row, long]).splitlines()
+    head, first, second = str(format_edit_table([row, long])).splitlines()
     assert head.index("strength") == first.index("1.00") - 4 == second.index("1.00") - 4   # columns line up
     with pytest.raises(TypeError, match="clip must be an"):
         evaluate_edit(task, edited, method="flip", strength=1.0, guidance_scale=1.0, digit_classifier=clf,

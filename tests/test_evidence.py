@@ -1,4 +1,4 @@
-"""Intervals and verdict words (chapter 6's coverage claim)."""
+"""The book's experimental method: intervals, verdicts and the result table (src/dpmlatent/evidence.py)."""
 
 import pytest
 
@@ -38,3 +38,192 @@ def test_bad_counts_raise():
     with pytest.raises(ValueError, match="level"):
         wilson_interval(1, 4, level=1.5)
     assert str(Interval(0.146, -0.04, 0.32, 48)) == "0.15 [-0.04, 0.32]"
+
+
+# ---------------------------------------------------------------------------------------------
+# The bootstrap: coverage on simulated data sets whose true mean is known
+# ---------------------------------------------------------------------------------------------
+
+import torch
+
+from dpmlatent.evidence import (Verdict, across_metrics, bootstrap_ci, paired_bootstrap_ci,
+                                unpaired_bootstrap_ci, verdict_table)
+from dpmlatent.reporting import Column, Table
+
+
+def _coverage(draw, truth, *, datasets=1000, method="bca", seed=0):
+    g, bg = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    hits = 0
+    for _ in range(datasets):
+        ci = bootstrap_ci(draw(g), method=method, generator=bg)
+        hits += ci.low <= truth <= ci.high
+    return hits / datasets
+
+
+def _exponential(g, n=48):
+    return torch.empty(n, dtype=torch.float64).exponential_(1.0, generator=g)      # skewed, mean 1
+
+
+def _cube(g, n=48):
+    return torch.rand(n, generator=g, dtype=torch.float64) ** 3                    # bounded in [0, 1], mean 1/4
+
+
+def _crossed(g, seed_sd=0.1):
+    """3 seeds x 48 inputs: skewed input effects, a seed effect and seed-by-input noise; mean 1."""
+    inputs = torch.empty(48, dtype=torch.float64).exponential_(1.0, generator=g)
+    seeds = seed_sd * torch.randn(3, 1, generator=g, dtype=torch.float64)
+    return inputs[None] + seeds + 0.3 * torch.randn(3, 48, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("draw, truth", [(_exponential, 1.0), (_cube, 0.25), (_crossed, 1.0)],
+                         ids=["skewed", "bounded", "seeds-x-inputs"])
+def test_bca_interval_covers_the_true_mean_95_percent_of_the_time(draw, truth):
+    # 1000 data sets: the Monte Carlo standard error of the coverage is 0.7 percentage points
+    assert 0.92 <= _coverage(draw, truth) <= 0.98
+
+
+def test_percentile_interval_coverage_on_a_bounded_distribution():
+    assert 0.92 <= _coverage(_cube, 0.25, method="percentile") <= 0.98
+
+
+def test_a_too_narrow_interval_would_fail_the_coverage_test():
+    # the same check on 90% intervals must fail: the coverage test can tell levels apart
+    g, bg = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    hits = sum(bootstrap_ci(_exponential(g), level=0.9, generator=bg).contains(1.0) for _ in range(1000))
+    assert hits / 1000 < 0.92
+
+
+def test_paired_interval_is_narrower_than_unpaired_on_correlated_pairs():
+    g = torch.Generator().manual_seed(3)
+    base = torch.empty(64, dtype=torch.float64).exponential_(1.0, generator=g)   # what the inputs share
+    a = base + 0.1 * torch.randn(64, generator=g, dtype=torch.float64) + 0.05
+    b = base + 0.1 * torch.randn(64, generator=g, dtype=torch.float64)
+    paired, unpaired = paired_bootstrap_ci(a, b), unpaired_bootstrap_ci(a, b)
+    assert paired.estimate == pytest.approx(unpaired.estimate)
+    assert paired.high - paired.low < 0.3 * (unpaired.high - unpaired.low)
+    assert paired.low > 0 > unpaired.low          # pairing is what detects the small difference
+
+
+def test_seeds_widen_the_interval_and_are_recorded():
+    g = torch.Generator().manual_seed(4)
+    x = _crossed(g, seed_sd=1.0)
+    with_seeds, inputs_only = bootstrap_ci(x), bootstrap_ci(x.mean(0))
+    assert with_seeds.seeds == 3 and with_seeds.n == 48 and inputs_only.seeds == 1
+    assert with_seeds.estimate == pytest.approx(inputs_only.estimate)
+    assert with_seeds.high - with_seeds.low > 1.5 * (inputs_only.high - inputs_only.low)
+
+
+def test_set_level_statistic_is_recomputed_on_each_resample():
+    g = torch.Generator().manual_seed(5)
+    x = _exponential(g, 80)
+    by_stat = bootstrap_ci(x, statistic=torch.mean, n_resamples=500)
+    by_mean = bootstrap_ci(x, n_resamples=500)
+    assert by_stat.estimate == pytest.approx(by_mean.estimate)
+    assert by_stat.low == pytest.approx(by_mean.low, abs=0.05) and by_stat.high == pytest.approx(by_mean.high, abs=0.05)
+    # a two-tensor statistic (features and labels resampled together), and a paired one
+    feats, labels = torch.randn(60, 3, generator=g), torch.arange(60) % 2
+    ci = bootstrap_ci((feats, labels), statistic=lambda f, l: f[l == 1].norm(dim=1).mean(), n_resamples=300)
+    assert ci.low < ci.estimate < ci.high and ci.n == 60
+    d = paired_bootstrap_ci(feats + 1, feats, statistic=lambda f: f.mean(), n_resamples=300)
+    assert d.estimate == pytest.approx(1.0) and d.low == pytest.approx(1.0) and d.high == pytest.approx(1.0)
+
+
+def test_bootstrap_is_reproducible_and_constant_data_gives_a_point():
+    x = _cube(torch.Generator().manual_seed(6))
+    assert bootstrap_ci(x) == bootstrap_ci(x)                       # default generator seeded 0
+    c = bootstrap_ci([0.5] * 10)
+    assert (c.low, c.estimate, c.high) == (0.5, 0.5, 0.5)
+
+
+def test_bootstrap_bad_input_raises():
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        bootstrap_ci([1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        bootstrap_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci([1.0, 2.0], n_resamples=10)
+    with pytest.raises(ValueError, match="method"):
+        bootstrap_ci([1.0, 2.0], method="normal")
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci([1.0, 2.0], level=95)
+    with pytest.raises(TypeError, match="generator"):
+        bootstrap_ci([1.0, 2.0], generator=0)
+    with pytest.raises(ValueError, match="same shape"):
+        paired_bootstrap_ci([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="values"):
+        bootstrap_ci("abc")
+    with pytest.raises(ValueError, match="first dimension"):
+        bootstrap_ci((torch.zeros(3), torch.zeros(4)), statistic=lambda a, b: 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts and their table
+# ---------------------------------------------------------------------------------------------
+
+def _v(low, high, **kw):
+    return Verdict("claim", "metric", "judge", Interval((low + high) / 2, low, high, 48), **kw)
+
+
+def test_verdict_object_words_follow_the_interval():
+    assert _v(0.1, 0.5).reproduces == "yes"
+    assert _v(-0.1, 0.5).reproduces == "inconclusive"
+    assert _v(-0.5, -0.1).reproduces == "no"
+    assert _v(-0.5, -0.1, direction="less").reproduces == "yes"
+    assert _v(1.1, 1.5, null=1.0).reproduces == "yes" and _v(0.5, 0.9, null=1.0).reproduces == "no"
+    assert _v(0.1, 0.5).estimate == pytest.approx(0.3) and _v(0.1, 0.5).n == 48
+
+
+def test_self_judged_verdict_is_never_yes():
+    v = _v(0.1, 0.5, self_judged=True)
+    assert v.reproduces == "inconclusive" and v.label == "inconclusive (self-judged)"
+    assert _v(-0.5, -0.1, self_judged=True).reproduces == "no"
+
+
+def test_expect_checks_the_prose_against_the_interval():
+    assert _v(0.1, 0.5).expect("yes").reproduces == "yes"
+    with pytest.raises(AssertionError, match="the text says 'yes'"):
+        _v(-0.1, 0.5).expect("yes")
+    with pytest.raises(ValueError, match="words"):
+        _v(0.1, 0.5).expect("reproduces")
+
+
+def test_across_metrics():
+    assert across_metrics([_v(0.1, 0.5), _v(0.2, 0.3)]) == "yes"
+    assert across_metrics([_v(0.1, 0.5), _v(-0.2, 0.3)]) == "depends on the metric"
+    with pytest.raises(ValueError):
+        across_metrics([])
+
+
+def test_verdict_bad_input():
+    with pytest.raises(ValueError, match="judge"):
+        Verdict("c", "m", " ", Interval(0, 0, 0, 1))
+    with pytest.raises(TypeError, match="Interval"):
+        Verdict("c", "m", "j", (0, 0, 0))
+    with pytest.raises(ValueError, match="claim must be"):
+        _v(0.1, 0.2, direction="up")
+
+
+def test_verdict_table_text_and_html():
+    i = Interval(0.146, 0.02, 0.32, 48, seeds=3)
+    t = verdict_table([Verdict("rare < full", "share <x>", "judge-net", i), _v(-0.1, 0.5, self_judged=True)])
+    text = str(t)
+    head, first, second = text.splitlines()
+    assert head.split()[:4] == ["claim", "metric", "judge", "n"] and "95% CI" in head
+    assert "48 x 3 seeds" in first and "0.15 [0.02, 0.32]" in first and first.rstrip().endswith("yes")
+    assert second.endswith("inconclusive (self-judged)")
+    html = t._repr_html_()
+    assert html.count("<tr>") == 3 and "share &lt;x&gt;" in html and "<th" in html
+
+
+def test_table_alignment_and_errors():
+    t = Table([Column("name"), Column("value", ">", 8)], [["a", "1.0"], ["long name", "22.5"]], title="T")
+    assert str(t).splitlines() == ["T", "name         value", "a              1.0", "long name     22.5"]
+    assert repr(t) == str(t) and "<caption>T</caption>" in t._repr_html_()
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        Table([Column("a"), Column("b")], [["x"]])
+    with pytest.raises(TypeError, match="formatted strings"):
+        Table([Column("a")], [[1.0]])
+    with pytest.raises(TypeError, match="Column"):
+        Table(["a"], [])
+    with pytest.raises(ValueError, match="align"):
+        Column("a", "^")

@@ -200,9 +200,9 @@ def test_coverage_experiment_rows_and_diversity():
     assert row.energy_before == pytest.approx(runs["gan", "clf"].energies[0].mean().item())
     assert runs["gan", None].shape == (6, 1, 8, 8)
     table = format_coverage_table(rows)
-    assert table.count("\n") == 1
+    assert str(table).count("\n") == 1 and "<table" in table._repr_html_()
     rows[0].model = "diffusion (a long model name)"
-    wide = format_coverage_table(rows).splitlines()
+    wide = str(format_coverage_table(rows)).splitlines()
     assert wide[0].index("energy") == wide[1].index(rows[0].energy) == len(rows[0].model) + 1   # columns line up
 
 

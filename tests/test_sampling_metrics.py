@@ -48,8 +48,8 @@ def test_quality_row_counts():
     row = metrics.quality_row("random", x, clf, x)
     assert sum(row.class_fractions) == pytest.approx(1.0)
     assert 0 <= row.confident <= 1 and row.frechet == pytest.approx(0.0, abs=1e-3)
-    assert row.num_samples == 32 and "random" in metrics.format_table([row])
-    assert f" {row.confident:.2f} " in metrics.format_table([row])          # 32 samples: 2 decimals
+    assert row.num_samples == 32 and "random" in str(metrics.format_table([row]))
+    assert f" {row.confident:.2f} " in str(metrics.format_table([row]))     # 32 samples: 2 decimals
     with pytest.raises(ValueError, match="threshold"):
         metrics.quality_row("x", x, clf, x, threshold=1.5)
 

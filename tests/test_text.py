@@ -92,6 +92,6 @@ def test_text_to_image_quality_table_on_a_random_pipeline():
     for r in rows:
         assert 0 <= r.digit_accuracy <= 1 and 0 <= r.domain_accuracy <= 1 and r.ink_ratio > 0 and r.num_real > 10
     assert rows[2].num_real < rows[0].num_real   # a weight family is a subset of its domain
-    assert format_quality_table(rows).count("\n") == 3
+    assert str(format_quality_table(rows)).count("\n") == 3
     with pytest.raises(ValueError, match="per_digit"):
         text_to_image_quality(make_pipeline(0), digit, domain, per_digit=0)

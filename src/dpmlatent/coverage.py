@@ -22,7 +22,7 @@ import torch
 
 from . import metrics
 from .guidance import Guided, guide
-from .reporting import fmt_fraction
+from .reporting import Column, Table, fmt_fraction
 
 __all__ = ["CoverageRow", "mean_pairwise_distance", "coverage_row", "coverage_experiment", "format_coverage_table"]
 
@@ -98,17 +98,14 @@ def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energ
     return rows, runs
 
 
-def format_coverage_table(rows: list[CoverageRow]) -> str:
-    """Fixed-width text table of :class:`CoverageRow` s (name columns as wide as the longest name).
+def format_coverage_table(rows: list[CoverageRow]) -> Table:
+    """:class:`CoverageRow` s as a :class:`~dpmlatent.reporting.Table` (HTML in a notebook, text in
+    ``print``; name columns as wide as the longest name).
 
     Shares are printed at the precision their number of samples supports
     (:func:`~dpmlatent.reporting.fmt_fraction`: 48 samples, 2 decimals)."""
-    mw = max([len("model")] + [len(r.model) for r in rows])
-    ew = max([len("energy")] + [len(r.energy) for r in rows])
-    lines = [f"{'model':<{mw}} {'energy':<{ew}} {'N':>4} {'success before':>14} {'after':>6} "
-             f"{'E before':>8} {'E after':>8} {'diversity':>9}"]
-    for r in rows:
-        lines.append(f"{r.model:<{mw}} {r.energy:<{ew}} {r.num_samples:>4} {fmt_fraction(r.success_before, r.num_samples):>14} "
-                     f"{fmt_fraction(r.success, r.num_samples):>6} "
-                     f"{r.energy_before:>8.3f} {r.energy_after:>8.3f} {r.diversity:>9.2f}")
-    return "\n".join(lines)
+    cols = [Column("model"), Column("energy"), Column("N", ">", 4), Column("success before", ">"),
+            Column("after", ">", 6), Column("E before", ">"), Column("E after", ">", 8), Column("diversity", ">")]
+    return Table(cols, [[r.model, r.energy, f"{r.num_samples}", fmt_fraction(r.success_before, r.num_samples),
+                         fmt_fraction(r.success, r.num_samples), f"{r.energy_before:.3f}", f"{r.energy_after:.3f}",
+                         f"{r.diversity:.2f}"] for r in rows])

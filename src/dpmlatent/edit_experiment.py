@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .edit import cycle_edit
-from .reporting import share_column
+from .reporting import Column, Table, share_column
 from .text import caption
 
 __all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "evaluate_edit", "edit_sweep",
@@ -217,7 +217,7 @@ def _psnr_text(psnr: float) -> str:
     return f">{PSNR_EXACT:.0f}" if psnr >= PSNR_EXACT else f"{psnr:.1f}"
 
 
-def format_edit_table(rows: list[EditRow]) -> str:
+def format_edit_table(rows: list[EditRow]) -> Table:
     """Fixed-width text table of :class:`EditRow` s; the CLIP columns appear when a row has them, and
     the method column widens for names longer than 20 characters.
 
@@ -225,15 +225,17 @@ def format_edit_table(rows: list[EditRow]) -> str:
     supports (:func:`dpmlatent.reporting.fmt_fraction`: 64 edits, 2 decimals). A mean PSNR of
     :data:`PSNR_EXACT` dB or more is printed as the bound ``>100``: it is an exact
     reconstruction (RMS error below 2e-5 on ``[-1, 1]``), and its digits would be floating-point
-    noise that differs from CPU to CPU."""
+    noise that differs from CPU to CPU. Returns a :class:`~dpmlatent.reporting.Table` (HTML in a
+    notebook, text in ``print``)."""
     with_clip = any(not math.isnan(r.clip_score) for r in rows)
-    mw = max([20] + [len(r.method) for r in rows])                   # method column: at least 20 wide
-    lines = [f"{'edit':<7} {'method':<{mw}} {'strength':>8} {'guidance':>8} {'success':>7} {'digit':>6} "
-             f"{'domain':>6} {'ink x':>6} {'PSNR':>6} {'SSIM':>6}" + (f" {'CLIP':>6} {'dCLIP':>6}" if with_clip else "")]
+    cols = [Column("edit", "<", 7), Column("method", "<", 20), Column("strength", ">"), Column("guidance", ">"),
+            Column("success", ">"), Column("digit", ">", 6), Column("domain", ">"), Column("ink x", ">", 6),
+            Column("PSNR", ">", 6), Column("SSIM", ">", 6)] + ([Column("CLIP", ">", 6), Column("dCLIP", ">", 6)] if with_clip else [])
+    cells = []
     for r in rows:
         n = r.num_images
-        lines.append(f"{r.kind:<7} {r.method:<{mw}} {r.strength:>8.2f} {r.guidance_scale:>8.1f} "
-                     f"{share_column(r.success, n, 7, name='success')} {share_column(r.target_digit, n, 6, name='digit')} "
-                     f"{share_column(r.target_domain, n, 6, name='domain')} {r.ink_ratio:>6.2f} {_psnr_text(r.psnr):>6} {r.ssim:>6.3f}"
-                     + (f" {r.clip_score:>6.3f} {r.clip_direction:>6.3f}" if with_clip else ""))
-    return "\n".join(lines)
+        cells.append([r.kind, r.method, f"{r.strength:.2f}", f"{r.guidance_scale:.1f}",
+                      share_column(r.success, n, 0, name="success"), share_column(r.target_digit, n, 0, name="digit"),
+                      share_column(r.target_domain, n, 0, name="domain"), f"{r.ink_ratio:.2f}", _psnr_text(r.psnr),
+                      f"{r.ssim:.3f}"] + ([f"{r.clip_score:.3f}", f"{r.clip_direction:.3f}"] if with_clip else []))
+    return Table(cols, cells)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from .reporting import share_column
+from .reporting import Column, Table, share_column
 from .sampling import sample
 
 __all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
@@ -237,12 +237,12 @@ def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_sample
     return quality_row(name, images, classifier, real)
 
 
-def format_table(rows: list[QualityRow]) -> str:
-    """A fixed-width text table: confident fraction, min/max class share (each at the precision its
-    number of samples supports, :func:`dpmlatent.reporting.fmt_fraction`), FD."""
-    lines = [f"{'model':<28} {'p>=0.9':>7} {'min cls':>8} {'max cls':>8} {'FD':>8}"]
-    for r in rows:
-        n = r.num_samples
-        lines.append(f"{r.model:<28} {share_column(r.confident, n, 7, name='p>=0.9')} {share_column(r.min_class, n, 8, name='min cls')} "
-                     f"{share_column(r.max_class, n, 8, name='max cls')} {r.frechet:>8.2f}")
-    return "\n".join(lines)
+def format_table(rows: list[QualityRow]) -> Table:
+    """A :class:`~dpmlatent.reporting.Table` of :class:`QualityRow` s: confident fraction, min/max class
+    share (each at the precision its number of samples supports,
+    :func:`dpmlatent.reporting.fmt_fraction`), FD."""
+    cols = [Column("model", "<", 28), Column("p>=0.9", ">", 7), Column("min cls", ">", 8), Column("max cls", ">", 8),
+            Column("FD", ">", 8)]
+    return Table(cols, [[r.model, share_column(r.confident, r.num_samples, 0, name="p>=0.9"),
+                         share_column(r.min_class, r.num_samples, 0, name="min cls"),
+                         share_column(r.max_class, r.num_samples, 0, name="max cls"), f"{r.frechet:.2f}"] for r in rows])

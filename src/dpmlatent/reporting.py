@@ -11,15 +11,22 @@ Two rules, one helper each, so that no chapter invents its own:
   ``fmt(0.6875, 0.067) == "0.69"``, ``fmt(23.71, 0.4) == "23.7"``. :func:`fmt_fraction` does this
   for a share of ``n`` items, with the binomial standard error at its largest,
   ``0.5 / sqrt(n)``, so the precision depends on ``n`` only (48 items: 2 decimals, never 3).
+
+And one way to show a table of results: :class:`Table` renders as an HTML table in the book and
+JupyterLab, and as aligned plain text in a terminal, in ``print`` and in the stored text output
+that nbval compares. Every ``format_*_table`` of the package and
+:func:`dpmlatent.evidence.verdict_table` return one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import math
 
 import torch
 
-__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_fraction", "share_column"]
+__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_fraction", "share_column", "Column", "Table"]
 
 _FLOORS = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
@@ -107,3 +114,70 @@ def share_column(value: float, n: int | None, width: int, *, name: str = "share"
         raise ValueError(f"{name}: the row does not record how many items the share is over (n is None), "
                          "so its precision is unknown; build rows with the evaluate_* functions")
     return f"{fmt_fraction(value, n):>{width}}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A table column: its header, its alignment (``"<"`` text, ``">"`` numbers) and a minimum width."""
+
+    name: str
+    align: str = "<"
+    width: int = 0
+
+    def __post_init__(self):
+        if self.align not in ("<", ">"):
+            raise ValueError(f"Column.align must be '<' or '>', got {self.align!r}")
+        if not isinstance(self.width, int) or self.width < 0:
+            raise ValueError(f"Column.width must be an integer >= 0, got {self.width!r}")
+
+
+class Table:
+    """Rows of already formatted cells (strings) under :class:`Column` s.
+
+    ``str(table)`` is the plain text (columns separated by one space, each as wide as its widest
+    cell or its minimum width); in a notebook the table displays as HTML (``_repr_html_``) with the
+    text as its ``text/plain`` fallback. ``title`` becomes the HTML caption (and a first text line).
+
+    Raises:
+        TypeError: a column is not a :class:`Column` or a cell is not a string.
+        ValueError: a row's length differs from the number of columns.
+    """
+
+    def __init__(self, columns, rows, *, title: str | None = None):
+        self.columns = [c if isinstance(c, Column) else self._bad_column(c) for c in columns]
+        self.rows = [list(r) for r in rows]
+        for i, r in enumerate(self.rows):
+            if len(r) != len(self.columns):
+                raise ValueError(f"row {i} has {len(r)} cells, the table has {len(self.columns)} columns")
+            for cell in r:
+                if not isinstance(cell, str):
+                    raise TypeError(f"row {i}: cells must be formatted strings, got {type(cell).__name__} {cell!r}")
+        self.title = title
+
+    @staticmethod
+    def _bad_column(c):
+        raise TypeError(f"columns must be reporting.Column, got {type(c).__name__} {c!r}")
+
+    def widths(self) -> list[int]:
+        return [max([c.width, len(c.name)] + [len(r[j]) for r in self.rows]) for j, c in enumerate(self.columns)]
+
+    def __str__(self) -> str:
+        w = self.widths()
+        def line(cells):
+            return " ".join(f"{cell:{c.align}{wj}}" for cell, c, wj in zip(cells, self.columns, w)).rstrip()
+        lines = ([self.title] if self.title else []) + [line([c.name for c in self.columns])]
+        return "\n".join(lines + [line(r) for r in self.rows])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        def style(c):
+            return ' style="text-align: right"' if c.align == ">" else ' style="text-align: left"'
+        head = "".join(f"<th{style(c)}>{esc(c.name)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td{style(c)}>{esc(cell)}</td>" for cell, c in zip(r, self.columns))
+                       + "</tr>" for r in self.rows)
+        caption = f"<caption>{esc(self.title)}</caption>" if self.title else ""
+        return (f'<table class="dpmlatent-table">{caption}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
+

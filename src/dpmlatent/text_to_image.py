@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from diffusers import DiffusionPipeline
 
-from .reporting import share_column
+from .reporting import Column, Table, share_column
 from .text import build_tokenizer, encode_prompts, text_encoder_config
 
 __all__ = ["PixelTextToImagePipeline", "unet_config", "make_pipeline", "FAMILIES", "PromptQualityRow",
@@ -147,12 +147,11 @@ def text_to_image_quality(pipe, digit_classifier, domain_classifier, *, per_digi
     return rows
 
 
-def format_quality_table(rows: list[PromptQualityRow]) -> str:
-    """Fixed-width text table of :class:`PromptQualityRow` s; the accuracies at the precision their
-    number of samples supports (:func:`dpmlatent.reporting.fmt_fraction`)."""
-    lines = [f"{'caption family':<18} {'digit acc':>9} {'domain acc':>10} {'ink ratio':>9} {'FD':>7} {'real n':>6}"]
-    for r in rows:
-        lines.append(f"{r.family:<18} {share_column(r.digit_accuracy, r.num_samples, 9, name='digit acc')} "
-                     f"{share_column(r.domain_accuracy, r.num_samples, 10, name='domain acc')} {r.ink_ratio:>9.2f} "
-                     f"{r.frechet:>7.2f} {r.num_real:>6}")
-    return "\n".join(lines)
+def format_quality_table(rows: list[PromptQualityRow]) -> Table:
+    """A :class:`~dpmlatent.reporting.Table` of :class:`PromptQualityRow` s; the accuracies at the
+    precision their number of samples supports (:func:`dpmlatent.reporting.fmt_fraction`)."""
+    cols = [Column("caption family", "<", 18), Column("digit acc", ">"), Column("domain acc", ">"),
+            Column("ink ratio", ">"), Column("FD", ">", 7), Column("real n", ">")]
+    return Table(cols, [[r.family, share_column(r.digit_accuracy, r.num_samples, 0, name="digit acc"),
+                         share_column(r.domain_accuracy, r.num_samples, 0, name="domain acc"), f"{r.ink_ratio:.2f}",
+                         f"{r.frechet:.2f}", f"{r.num_real}"] for r in rows])

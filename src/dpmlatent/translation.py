@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
-from .reporting import share_column
+from .reporting import Column, Table, share_column
 from .train import DOMAINS
 
 __all__ = ["METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
@@ -197,20 +197,18 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
     return TranslationResult(rows, images)
 
 
-def format_translation_table(rows: list[TranslationRow]) -> str:
-    """A fixed-width text table of :class:`TranslationRow` s (``-`` for ``nan``); the two columns in
-    [0, 1] (class kept, mean p(target)) at the precision their number of images supports
+def format_translation_table(rows: list[TranslationRow]) -> Table:
+    """A :class:`~dpmlatent.reporting.Table` of :class:`TranslationRow` s (``-`` for ``nan``); the two
+    columns in [0, 1] (class kept, mean p(target)) at the precision their number of images supports
     (:func:`dpmlatent.reporting.fmt_fraction`)."""
     def num(v: float, fmt: str) -> str:
         return "-" if math.isnan(v) else format(v, fmt)
 
-    lines = [f"{'method':<20} {'strength':>8} {'class kept':>10} {'p(target)':>9} {'FD':>7} "
-             f"{'PSNR':>6} {'SSIM':>6}"]
-    for r in rows:
-        lines.append(f"{r.method:<20} {num(r.strength, '.2f'):>8} {share_column(r.class_kept, r.num_images, 10, name='class kept')} "
-                     f"{share_column(r.realism, r.num_images, 9, name='p(target)')} "
-                     f"{r.frechet:>7.2f} {num(r.psnr, '.1f'):>6} {num(r.ssim, '.3f'):>6}")
-    return "\n".join(lines)
+    cols = [Column("method", "<", 20), Column("strength", ">"), Column("class kept", ">"), Column("p(target)", ">"),
+            Column("FD", ">", 7), Column("PSNR", ">", 6), Column("SSIM", ">", 6)]
+    return Table(cols, [[r.method, num(r.strength, ".2f"), share_column(r.class_kept, r.num_images, 0, name="class kept"),
+                         share_column(r.realism, r.num_images, 0, name="p(target)"), f"{r.frechet:.2f}",
+                         num(r.psnr, ".1f"), num(r.ssim, ".3f")] for r in rows])
 
 
 def tradeoff_at(rows: list[TranslationRow], method: str, ssim: float, *, column: str = "realism") -> float:
