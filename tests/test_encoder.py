@@ -237,3 +237,30 @@ def test_shipped_model_trailing_spacing_is_exact():
     s = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     x = data.handwritten_digits("test").images[:32]
     assert _roundtrip(pipe.unet, s, x, 1.0, 20) <= TOL[torch.float32]
+
+
+def test_mismatch_gain_matches_the_ddim_closed_form_and_splits_the_encoded_noise():
+    from dpmlatent.encoder import mismatch_gain, posterior_sample, perfect_model_output, step_sigma
+    from dpmlatent.latent import step_with_noise
+
+    s = DDIMScheduler(clip_sample=False)
+    s.set_timesteps(20)
+    like = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    eta = 0.4
+    for t in s.timesteps[:-1]:
+        t = int(t)
+        prev = t - s.config.num_train_timesteps // 20
+        a, ap = s.alphas_cumprod[t].double(), s.alphas_cumprod[prev].double()
+        sigma = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()
+        c = ap.sqrt() - (1 - ap - sigma ** 2).sqrt() * (a / (1 - a)).sqrt()
+        torch.testing.assert_close(mismatch_gain(s, t, eta, like), (c / sigma).expand_as(like), rtol=1e-5, atol=0)  # float32 schedule
+    # the decomposition eps = fresh + g (x0 - x0_hat) at a middle step
+    g = torch.Generator().manual_seed(0)
+    x0, x0_hat, xt, fresh = (torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    t = int(s.timesteps[7])
+    target = posterior_sample(s, x0, xt, t, fresh, eta)
+    mu = step_with_noise(s, perfect_model_output(s, x0_hat, xt, t), t, xt, torch.zeros_like(xt), eta)
+    eps = (target - mu) / step_sigma(s, t, eta, xt)
+    torch.testing.assert_close(eps, fresh + mismatch_gain(s, t, eta, xt) * (x0 - x0_hat))
+    # the deterministic last step (set_alpha_to_one=True) has no noise: infinite gain
+    assert torch.isinf(mismatch_gain(s, int(s.timesteps[-1]), eta, like)).all()

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import inspect
 
+import math
+
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
@@ -49,7 +51,7 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma",
+__all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
            "ddim_invert", "ddim_decode"]
 
 
@@ -81,6 +83,27 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     with ``x = 0`` and model output ``0`` the step returns ``sigma_t * noise``."""
     zeros = torch.zeros_like(like)
     return step_with_noise(scheduler, zeros, t, zeros, torch.ones_like(like), eta)
+
+
+def mismatch_gain(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
+    """``g_t = c_t / sigma_t``: how far one unit of x0-prediction error moves an encoded noise.
+
+    The step from ``t`` is linear in the predicted clean image: its mean is ``c_t x0_hat + (terms
+    in x_t)``. DPM-Encoder's target is the same step with the true ``x0`` and a fresh Gaussian
+    noise, so the noise it stores is
+
+        eps_t = eps_fresh + g_t (x0 - x0_hat(x_t)),      g_t = c_t / sigma_t,
+
+    and ``Var(eps_t) = 1 + g_t^2 E[(x0 - x0_hat)^2]`` (``eps_fresh`` is independent of ``x_t``).
+    ``c_t`` is read off the scheduler's own step (ideal outputs for ``x0 = 1`` and ``x0 = 0`` at
+    ``x_t = 0``, no noise), ``sigma_t`` by :func:`step_sigma`; clipping off, so ``c_t`` is the
+    slope of the unclipped step. Returns a tensor like ``like``; ``inf`` where ``sigma_t = 0``.
+    """
+    sched = _without_clipping(scheduler)
+    ones, zeros = torch.ones_like(like), torch.zeros_like(like)
+    c = posterior_sample(sched, ones, zeros, t, zeros, eta) - posterior_sample(sched, zeros, zeros, t, zeros, eta)
+    sigma = step_sigma(scheduler, t, eta, like)
+    return torch.where(sigma.abs() < SIGMA_ZERO, torch.full_like(c, math.inf), c / sigma)
 
 
 def _without_clipping(scheduler):
