@@ -65,3 +65,32 @@ def test_bad_input_raises():
         IdealDenoiser(_data(), object())
     with pytest.raises(ValueError, match="sample must have shape"):
         IdealDenoiser(_data(), s)(torch.zeros(1, 1, 5, 5), 10)
+
+
+def test_smoothed_prior_posterior_mean_matches_quadrature():
+    s = DDPMScheduler()
+    data = torch.tensor([-0.7, 0.2, 0.9], dtype=torch.float64).view(3, 1, 1, 1)
+    tau = 0.15
+    model = IdealDenoiser(data, s, bandwidth=tau)
+    grid = torch.linspace(-3, 3, 200001, dtype=torch.float64)
+    prior = sum(torch.exp(-(grid - d) ** 2 / (2 * tau ** 2)) for d in data.flatten())
+    for t in (3, 80, 500):
+        abar = s.alphas_cumprod[t].double()
+        for x in (-0.9, 0.1, 1.3):
+            like = torch.exp(-(x - abar.sqrt() * grid) ** 2 / (2 * (1 - abar)))
+            want = (grid * prior * like).sum() / (prior * like).sum()
+            got = model.posterior_mean(torch.tensor([[[[x]]]], dtype=torch.float64), t)
+            torch.testing.assert_close(got.flatten()[0], want, rtol=0, atol=1e-6)
+
+
+def test_sample_prior_and_bandwidth_checks():
+    data = _data(4).double()
+    model = IdealDenoiser(data, DDPMScheduler(), bandwidth=0.1)
+    x = model.sample_prior(20000, generator=torch.Generator().manual_seed(0))
+    nearest = torch.cdist(x.flatten(1), data.flatten(1)).argmin(1)
+    resid = x - data[nearest]
+    assert abs(resid.std().item() - 0.1) < 0.003
+    with pytest.raises(ValueError, match="bandwidth"):
+        IdealDenoiser(data, DDPMScheduler(), bandwidth=-1.0)
+    with pytest.raises(ValueError, match="num"):
+        model.sample_prior(0)
