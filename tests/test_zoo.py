@@ -106,6 +106,11 @@ def test_rebuild_command_is_deterministic(tmp_path):
     assert ma == mb
     pipe = zoo.load("ddpm-handwritten", root=a)
     assert sum(p.numel() for p in pipe.unet.parameters()) > 1_000_000
+    info = zoo.manifest("ddpm-handwritten", root=a)
+    assert info["steps"] == 2 and info["train_seconds"] > 0 and info["rebuild"] == "python -m dpmlatent.train ddpm-handwritten"
+    (a / "ddpm-handwritten" / "unet" / "config.json").write_text("{}")
+    with pytest.raises(zoo.CheckpointError, match="corrupted"):
+        zoo.manifest("ddpm-handwritten", root=a)
 
 
 @pytest.mark.slow

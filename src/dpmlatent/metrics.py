@@ -245,4 +245,4 @@ def format_table(rows: list[QualityRow]) -> Table:
             Column("FD", ">", 8)]
     return Table(cols, [[r.model, share_column(r.confident, r.num_samples, 0, name="p>=0.9"),
                          share_column(r.min_class, r.num_samples, 0, name="min cls"),
-                         share_column(r.max_class, r.num_samples, 0, name="max cls"), f"{r.frechet:.2f}"] for r in rows])
+                         share_column(r.max_class, r.num_samples, 0, name="max cls"), f"{r.frechet:.1f}"] for r in rows])

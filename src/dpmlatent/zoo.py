@@ -27,7 +27,8 @@ import torch
 
 __all__ = [
     "ZooEntry", "ZOO", "names", "load", "checkpoint_root", "CheckpointError",
-    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "load_pretrained", "load_pipeline",
+    "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "manifest", "load_pretrained",
+    "load_pipeline",
 ]
 
 
@@ -204,6 +205,12 @@ def verify(name: str, root: Path | None = None) -> Path:
             raise CheckpointError(f"checkpoint {name!r} is corrupted: {path} does not match "
                                   f"the sha256 in its manifest; {fix}")
     return folder
+
+
+def manifest(name: str, root: Path | None = None) -> dict:
+    """``name``'s manifest (after :func:`verify`): how it was trained, e.g. ``seed``, ``steps``,
+    ``train_seconds`` (wall-clock seconds of the training run), ``torch_threads``, ``rebuild``."""
+    return json.loads((verify(name, root) / "manifest.json").read_text())
 
 
 def load(name: str, *, device: torch.device | str | None = None,
