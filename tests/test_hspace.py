@@ -175,3 +175,19 @@ def test_directional_clip_loss():
         assert torch.allclose(loss(p_edit, p), expected, atol=1e-5)
     with pytest.raises(ValueError, match="must pair up"):
         directional_clip_loss(model, tok, ["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_step_weights_match_the_ddim_closed_form(eta):
+    from dpmlatent.hspace import step_weights
+
+    s = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True)   # clipping must not bend the slope
+    s.set_timesteps(20)
+    like = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    for t in s.timesteps[:-1]:
+        t = int(t)
+        a, ap = s.alphas_cumprod[t].double(), s.alphas_cumprod[t - 50].double()
+        sigma2 = eta ** 2 * (1 - ap) / (1 - a) * (1 - a / ap)
+        w_p, w_d = step_weights(s, t, eta, like)
+        torch.testing.assert_close(w_p, (-(ap * (1 - a) / a).sqrt()).expand_as(like), rtol=1e-5, atol=0)
+        torch.testing.assert_close(w_d, (1 - ap - sigma2).sqrt().expand_as(like), rtol=1e-5, atol=1e-7)

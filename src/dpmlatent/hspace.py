@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from .encoder import perfect_model_output
+from .encoder import _without_clipping, perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
                      step_with_noise)
 
-__all__ = ["bottleneck", "shift_bottleneck", "predicted_x0", "asymmetric_step", "edit_steps", "asyrp_decode",
+__all__ = ["bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
            "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss"]
 
 
@@ -101,6 +101,25 @@ def _clean_part(scheduler, y: torch.Tensor, t, eta: float) -> torch.Tensor:
     zeros = torch.zeros_like(y)
     x = scheduler.add_noise(y, zeros, torch.full((len(y),), int(t), device=y.device, dtype=torch.long))
     return step_with_noise(scheduler, perfect_model_output(scheduler, y, x, t), t, x, zeros, eta)
+
+
+def step_weights(scheduler, t, eta: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w_P, w_D)``: how a change of the model's output moves the step from ``t`` through its two
+    terms, ``sqrt(abar_prev) P_t`` and ``D_t`` of the DDIM split (chapter 7, eq. ddim-split).
+
+    For an epsilon model and DDIM these are ``w_P = -sqrt(abar_prev (1 - abar_t) / abar_t)`` and
+    ``w_D = sqrt(1 - abar_prev - sigma_t^2)``; the symmetric step moves by ``(w_P + w_D) d_out``, the
+    asymmetric (Asyrp) step by ``w_P d_out``. Both are read off the scheduler's own step (its slope in
+    the model output at ``x = 0``, no noise, clipping off; ``w_P`` through :func:`predicted_x0` and
+    the clean-image term), so every prediction type and schedule is covered. The scheduler must have
+    its timesteps set. Returns two tensors like ``like``.
+    """
+    sched = _without_clipping(scheduler)
+    one, zero = torch.ones_like(like), torch.zeros_like(like)
+    total = step_with_noise(sched, one, t, zero, zero, eta) - step_with_noise(sched, zero, t, zero, zero, eta)
+    w_p = (_clean_part(sched, predicted_x0(sched, one, t, zero), t, eta)
+           - _clean_part(sched, predicted_x0(sched, zero, t, zero), t, eta))
+    return w_p, total - w_p
 
 
 def asymmetric_step(unet, scheduler, x: torch.Tensor, t, delta_h: torch.Tensor | None, noise: torch.Tensor, *,
