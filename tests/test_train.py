@@ -57,3 +57,16 @@ def test_toy_training_data_and_model_shapes():
     unet = zoo.make_unet(0, "toy-moons")
     with torch.no_grad():
         assert unet(d.images[:5], 10).sample.shape == (5, 2, 1, 1)
+
+
+def test_classifier_architectures():
+    from dpmlatent.classifier import ClassifierConfig
+
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    for arch in ("cnn", "mlp"):
+        model = DigitClassifier(ClassifierConfig(arch=arch, feature_dim=24)).eval()
+        assert model(x).shape == (3, 10) and model.features(x).shape == (3, 24)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        ClassifierConfig(arch="resnet")
+    with pytest.raises(ValueError, match="shape"):
+        DigitClassifier(ClassifierConfig(arch="mlp"))(torch.zeros(2, 64))

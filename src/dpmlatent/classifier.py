@@ -1,4 +1,6 @@
-"""A small CNN digit classifier: the book's metric (and, later, a guidance energy).
+"""A small CNN digit classifier: the book's metric (and, later, a guidance energy); and an MLP
+variant (``arch="mlp"``) trained from another seed, the independent judge of results that the CNN
+helped produce (``zoo.load("digit-judge")``).
 
 Trained on handwritten + typeset digits (:mod:`dpmlatent.train`), it labels 8x8 images in
 ``[-1, 1]``. Its penultimate activations (:meth:`DigitClassifier.features`) are the
@@ -12,7 +14,10 @@ import dataclasses
 import torch
 from torch import nn
 
-__all__ = ["ClassifierConfig", "DigitClassifier"]
+__all__ = ["ClassifierConfig", "DigitClassifier", "ARCHS"]
+
+#: Classifier architectures: a small CNN (the metric and energy) and a pixel MLP (an independent judge).
+ARCHS = ("cnn", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,11 @@ class ClassifierConfig:
     width: int = 32
     feature_dim: int = 128
     dropout: float = 0.2
+    arch: str = "cnn"      # "cnn" (three convolutions) or "mlp" (pixels -> width * 8 -> feature_dim)
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
 
 
 class DigitClassifier(nn.Module):
@@ -32,6 +42,14 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
+        if config.arch == "mlp":
+            self.body = nn.Sequential(
+                nn.Flatten(),                                    # (B, 64)
+                nn.Linear(64, 8 * w), nn.GELU(), nn.Dropout(config.dropout),
+                nn.Linear(8 * w, config.feature_dim), nn.GELU(),  # (B, feature_dim)
+            )
+            self.head = nn.Linear(config.feature_dim, config.num_classes)
+            return
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.GELU(),           # (B, w, 8, 8)
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(),       # (B, 2w, 8, 8)

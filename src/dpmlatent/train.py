@@ -385,7 +385,7 @@ def build(name: str, *, steps: int | None = None, root=None, progress: bool = Tr
         from .classifier import ClassifierConfig, DigitClassifier
 
         torch.manual_seed(entry.seed)
-        config = ClassifierConfig(num_classes=int(train.labels.max()) + 1)
+        config = ClassifierConfig(num_classes=int(train.labels.max()) + 1, **dict(entry.config))
         result = train_classifier(DigitClassifier(config), train, steps=steps, seed=entry.seed,
                                   progress=progress)
         info["test_accuracy"] = round(accuracy(result.model, training_data(entry.dataset, "test")), 4)

@@ -42,6 +42,7 @@ class ZooEntry:
     seed: int
     steps: int
     description: str
+    config: tuple = ()  # extra architecture options as (key, value) pairs, e.g. (("arch", "mlp"),)
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
@@ -55,6 +56,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "DDPM on typeset letters A-J: an unrelated domain of the same format (a control)"),
     ZooEntry("digit-classifier", "classifier", "digits-mixed", 0, 3000,
              "CNN classifier of digits 0-9, trained on handwritten + typeset digits"),
+    ZooEntry("digit-judge", "classifier", "digits-mixed", 1, 3000,
+             "Independent judge of digits 0-9: an MLP on pixels (another architecture, another seed), "
+             "trained like digit-classifier; it never defines an energy, a loss or a selection",
+             (("arch", "mlp"),)),
     ZooEntry("domain-classifier", "classifier", "digits-domain", 0, 1500,
              "CNN telling handwritten (0) from typeset (1) digits: the realism metric of translation"),
     ZooEntry("ddpm-toy-moons", "diffusion-2d", "toy-moons", 0, 4000,
