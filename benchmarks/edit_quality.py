@@ -7,7 +7,7 @@ target guidance scale (source guidance 1, CycleDiffusion eta 0.1 as in the paper
 seed, and scored:
 
   * success : digit edits: the digit classifier reads the target digit; domain edits: the domain
-              classifier says typeset and the digit is kept; weight edits: digit kept and more ink
+              classifier says typeset and the digit is kept; weight edits: digit kept and bold by the captions' rule (ink above the upper third of its class)
   * digit   : the digit classifier reads the target digit (the source digit for domain/weight)
   * domain  : the domain classifier reads the target domain
   * ink x   : mean ink of the edits / mean ink of the inputs

@@ -7,7 +7,7 @@ trajectories of training digits with the directional CLIP loss of the tiny ``cli
 from DDIM-inverted codes (Asyrp's setting) and from DPM-Encoder codes, asymmetrically and
 symmetrically. Columns as in ``benchmarks/edit_quality.py`` (strength = scale of delta_h):
 
-  * success : digit kept and more ink than the input
+  * success : digit kept and bold by the captions' rule (ink above the upper third of its class; a reconstruction scores 0)
   * digit   : the digit classifier still reads the input's digit
   * ink x   : mean ink of the edits / mean ink of the inputs
   * PSNR, SSIM to the input; CLIP, dCLIP with the target caption "a bold handwritten <digit>"

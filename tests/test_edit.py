@@ -290,3 +290,30 @@ def test_load_pipeline_from_a_saved_folder(tmp_path, photo):
         zoo.load_pipeline(tmp_path / "missing")
     with pytest.raises(TypeError, match="name_or_path"):
         zoo.load_pipeline(None)
+
+
+def test_stroke_weight_success_is_calibrated():
+    """An exact reconstruction of the thin inputs scores 0; an edit that is bold everywhere scores the
+    share of digits kept; the cutoff is the rule that labelled the inputs thin."""
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+    from dpmlatent.edit_experiment import edit_task, evaluate_edit
+    from dpmlatent.metrics import ink
+    from dpmlatent.text import captioned_digits, stroke_weight_cutoffs
+
+    task = edit_task("weight", num_images=32)
+    assert (ink(task.images).double() < task.bold_ink).all()
+    test = captioned_digits("test")
+    hw = test.domains == 0
+    cut = stroke_weight_cutoffs(test.images[hw], test.labels[hw])
+    assert all(lo < hi for lo, hi in cut.values()) and len(cut) == 10
+    torch.manual_seed(0)
+    clf, dom = DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    kw = dict(method="m", strength=0.5, guidance_scale=1.0, digit_classifier=clf, domain_classifier=dom)
+    assert evaluate_edit(task, task.images.clone(), **kw).success == 0.0
+    slightly = (task.images + 0.05).clamp(-1, 1)              # a little more ink than the input: still thin
+    assert evaluate_edit(task, slightly, **kw).success == 0.0
+    bold = evaluate_edit(task, torch.ones_like(task.images), **kw)
+    assert bold.success == bold.target_digit
+    task.bold_ink = None
+    with pytest.raises(ValueError, match="bold_ink"):
+        evaluate_edit(task, task.images, **kw)

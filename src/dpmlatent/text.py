@@ -43,21 +43,33 @@ def caption(digit: int, domain: str, weight: str = "regular") -> str:
     return f"a {adjective}{domain} {DIGIT_WORDS[digit]}"
 
 
-def stroke_weights(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
-    """``"thin"``, ``"regular"`` or ``"bold"`` per image: the ink mass ``sum((x + 1) / 2)`` in the
-    lower, middle or upper third of its digit class."""
+def stroke_weight_cutoffs(images: torch.Tensor, labels: torch.Tensor) -> dict[int, tuple[float, float]]:
+    """Per digit class, the ink masses ``sum((x + 1) / 2)`` that split it into thirds: ``{digit: (lo,
+    hi)}``; below ``lo`` an image is "thin", above ``hi`` "bold" (:func:`stroke_weights`)."""
     if images.ndim != 4 or labels.shape != (len(images),):
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
                          f"and {tuple(labels.shape)}")
     from .metrics import ink as ink_of
 
     ink = ink_of(images)
-    out = ["regular"] * len(images)
+    cut = {}
     for k in labels.unique().tolist():
         idx = (labels == k).nonzero().flatten()
-        lo, hi = torch.quantile(ink[idx], torch.tensor([1 / 3, 2 / 3], dtype=ink.dtype)).tolist()
-        for i in idx.tolist():
-            out[i] = "thin" if ink[i] < lo else "bold" if ink[i] > hi else "regular"
+        cut[int(k)] = tuple(torch.quantile(ink[idx], torch.tensor([1 / 3, 2 / 3], dtype=ink.dtype)).tolist())
+    return cut
+
+
+def stroke_weights(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """``"thin"``, ``"regular"`` or ``"bold"`` per image: the ink mass ``sum((x + 1) / 2)`` in the
+    lower, middle or upper third of its digit class (:func:`stroke_weight_cutoffs`)."""
+    from .metrics import ink as ink_of
+
+    cut = stroke_weight_cutoffs(images, labels)
+    ink = ink_of(images)
+    out = []
+    for i in range(len(images)):
+        lo, hi = cut[int(labels[i])]
+        out.append("thin" if ink[i] < lo else "bold" if ink[i] > hi else "regular")
     return out
 
 
