@@ -42,15 +42,7 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
-        if config.arch == "mlp":
-            self.body = nn.Sequential(
-                nn.Flatten(),                                    # (B, 64)
-                nn.Linear(64, 8 * w), nn.GELU(), nn.Dropout(config.dropout),
-                nn.Linear(8 * w, config.feature_dim), nn.GELU(),  # (B, feature_dim)
-            )
-            self.head = nn.Linear(config.feature_dim, config.num_classes)
-            return
-        self.body = nn.Sequential(
+        self.body = self._mlp(config) if config.arch == "mlp" else nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.GELU(),           # (B, w, 8, 8)
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(),       # (B, 2w, 8, 8)
             nn.MaxPool2d(2),                                    # (B, 2w, 4, 4)
@@ -61,6 +53,15 @@ class DigitClassifier(nn.Module):
             nn.Linear(16 * w, config.feature_dim), nn.GELU(),   # (B, feature_dim)
         )
         self.head = nn.Linear(config.feature_dim, config.num_classes)
+
+    @staticmethod
+    def _mlp(config: ClassifierConfig) -> nn.Sequential:
+        w = config.width
+        return nn.Sequential(
+            nn.Flatten(),                                        # (B, 64)
+            nn.Linear(64, 8 * w), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(8 * w, config.feature_dim), nn.GELU(),     # (B, feature_dim)
+        )
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):

@@ -33,7 +33,6 @@ the limit of many steps.
 from __future__ import annotations
 
 import inspect
-
 import math
 
 import torch
