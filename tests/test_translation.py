@@ -158,3 +158,99 @@ def test_tradeoff_at_interpolates_in_ssim():
         tradeoff_at(rows, "other", 0.6)
     with pytest.raises(ValueError, match="column must be"):
         tradeoff_at(rows, "m", 0.6, column="ssim")
+
+
+def test_frechet_reference_matches_frechet_distance():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    feats = 0.5 + 2 * torch.randn(40, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    fd = metrics.FrechetReference(ref)
+    assert fd(feats) == pytest.approx(metrics.frechet_distance(feats, ref), rel=1e-9)
+    assert fd(ref) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r"feats must be \(N, 5\)"):
+        fd(feats[:, :4])
+    with pytest.raises(ValueError, match="reference must be an"):
+        metrics.FrechetReference(ref[0])
+
+
+def _task(tiny_unet, n=12):
+    from dpmlatent.translation import TranslationTask
+
+    other = copy.deepcopy(tiny_unet)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    src = data.handwritten_digits("test")
+    source = data.ImageData(src.images[:n], src.labels[:n], src.styles[:n])
+    real = data.typeset_digits("test")
+    return TranslationTask("handwritten->typeset", tiny_unet, other, _sched(), source, real.images[:30],
+                           data.ImageData(real.images[:n], real.labels[:n], real.styles[:n]), 1)
+
+
+def test_matched_point_hits_the_level_between_two_direct_neighbours(tiny_unet):
+    from dpmlatent.translation import matched_point, score_images, translate
+
+    task, (digit, domain), n = _task(tiny_unet), _classifiers(), 10
+    seeds = (0, 1, 2)
+
+    def direct(k):  # mean SSIM of k sampler steps over the seeds, computed here without matched_point
+        outs = [translate("sdedit", task.src_unet, task.tgt_unet, task.scheduler, task.source.images,
+                          strength=(k + 0.5) / n, num_inference_steps=n, generator=torch.Generator().manual_seed(s))
+                for s in seeds]
+        return [score_images(o, task.source.images, task.source.labels, target_domain=1, digit_classifier=digit,
+                             domain_classifier=domain) for o in outs]
+
+    s3, s4 = direct(3), direct(4)
+    m3, m4 = (float(torch.stack([d["ssim"] for d in s]).mean()) for s in (s3, s4))
+    assert m3 > m4                                   # more steps, less faithful
+    level = 0.3 * m3 + 0.7 * m4
+    p = matched_point(task, "sdedit", level, digit_classifier=digit, domain_classifier=domain, seeds=seeds,
+                      num_inference_steps=n, start=0.9)
+    assert p.steps == (3, 4) and p.seeds == 3 and p.weight == pytest.approx(0.7)
+    assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
+    assert torch.equal(p.lo["realism"], torch.stack([d["realism"] for d in s3]))  # the neighbours are direct runs
+    assert p.lo["features"].shape == (12, 3, 128) and p.values("class_kept").shape == (3, 12)
+    assert 3 / n <= p.strength <= 4 / n
+    ref = metrics.FrechetReference(metrics.classify(digit, task.real_target)[1])
+    fd_lo = ref(p.lo["features"].reshape(-1, 128))
+    fd_hi = ref(p.hi["features"].reshape(-1, 128))
+    assert p.frechet(ref) == pytest.approx(0.3 * fd_lo + 0.7 * fd_hi)
+    assert p.bracket_change("frechet", ref) == pytest.approx(abs(fd_hi - fd_lo))
+    assert p.bracket_change("ssim") == pytest.approx(m3 - m4)
+    assert sorted(p.probe) == [3, 4, 5]                 # the interpolation check: 4 steps read off between 3 and 5
+    s5 = direct(5)[0]
+    f3, f4, f5 = (float(d["realism"].mean()) for d in (s3[0], s4[0], s5))
+    q3, q4, q5 = (float(d["ssim"].mean()) for d in (s3[0], s4[0], s5))
+    assert p.interpolation_error("realism") == pytest.approx(abs(f3 + (f5 - f3) * (q3 - q4) / (q3 - q5) - f4))
+    assert p.interpolation_error("frechet", ref) >= 0
+    with pytest.raises(ValueError, match="needs the FD reference"):
+        p.interpolation_error("frechet")
+    with pytest.raises(ValueError, match="does not reach mean SSIM"):
+        matched_point(task, "sdedit", 0.9999, digit_classifier=digit, domain_classifier=domain, seeds=(0,),
+                      num_inference_steps=n, start=0.1)
+    with pytest.raises(ValueError, match=r"level must be an SSIM in \(0, 1\)"):
+        matched_point(task, "sdedit", 1.5, digit_classifier=digit, domain_classifier=domain)
+    with pytest.raises(ValueError, match="seeds must be"):
+        matched_point(task, "sdedit", 0.5, digit_classifier=digit, domain_classifier=domain, seeds=(0, 0))
+    with pytest.raises(ValueError, match="score must be one of"):
+        p.values("frechet")
+
+
+def test_matched_difference_is_paired(tiny_unet):
+    from dpmlatent.translation import matched_difference, matched_point
+
+    task, (digit, domain), n = _task(tiny_unet), _classifiers(), 10
+    kw = dict(digit_classifier=digit, domain_classifier=domain, seeds=(0, 1, 2), num_inference_steps=n)
+    a = matched_point(task, "sdedit", 0.5, **kw)
+    b = matched_point(task, "sdedit", 0.5, eta=0.3, label="sdedit eta=0.3", **kw)
+    assert b.method == "sdedit eta=0.3"
+    ref = metrics.FrechetReference(metrics.classify(digit, task.real_target)[1])
+    same = matched_difference(a, a, "realism")
+    assert same.estimate == 0 and same.low == same.high == 0
+    d = matched_difference(a, b, "realism")
+    assert d.estimate == pytest.approx(float(a.values("realism").mean() - b.values("realism").mean()))
+    assert d.seeds == 3 and d.n == 12 and d.low <= d.estimate <= d.high
+    f = matched_difference(a, b, "frechet", reference=ref, n_resamples=200)
+    assert f.estimate == pytest.approx(a.frechet(ref) - b.frechet(ref)) and f.seeds == 3
+    with pytest.raises(TypeError, match="FrechetReference"):
+        matched_difference(a, b, "frechet")

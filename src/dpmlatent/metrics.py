@@ -21,7 +21,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -39,6 +39,36 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     covmean = linalg.sqrtm(cov_a @ cov_b)
     covmean = covmean.real  # sqrtm returns tiny imaginary parts from round-off
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * covmean))
+
+
+class FrechetReference:
+    """The Frechet distance to one fixed reference set, fast enough to recompute on every bootstrap
+    resample: the reference's mean and the square root of its covariance are computed once, and
+    ``Tr((S_a S_b)^{1/2}) = sum_i sqrt(lambda_i)`` with ``lambda_i`` the eigenvalues of the symmetric
+    ``S_b^{1/2} S_a S_b^{1/2}`` (the same number :func:`frechet_distance` computes with ``sqrtm``).
+
+    ``FrechetReference(real_feats)(feats)`` with ``feats`` ``(N, D)``, ``N >= 2``, returns a float.
+    """
+
+    def __init__(self, reference: torch.Tensor):
+        if not isinstance(reference, torch.Tensor) or reference.ndim != 2 or len(reference) < 2:
+            raise ValueError("reference must be an (N, D) tensor of features with N >= 2, got "
+                             f"{getattr(reference, 'shape', type(reference).__name__)}")
+        b = reference.detach().to("cpu", torch.float64)
+        self.mean = b.mean(0)
+        cov = torch.cov(b.T)
+        evals, evecs = torch.linalg.eigh(cov)
+        self.cov_sqrt = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+        self.trace = float(cov.trace())
+
+    def __call__(self, feats: torch.Tensor) -> float:
+        if feats.ndim != 2 or feats.shape[1] != len(self.mean) or len(feats) < 2:
+            raise ValueError(f"feats must be (N, {len(self.mean)}) with N >= 2, got {tuple(feats.shape)}")
+        a = feats.detach().to("cpu", torch.float64)
+        cov_a = torch.cov(a.T)
+        m = self.cov_sqrt @ cov_a @ self.cov_sqrt
+        root = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+        return float(((a.mean(0) - self.mean) ** 2).sum() + cov_a.trace() + self.trace - 2 * root)
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
