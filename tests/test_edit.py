@@ -317,3 +317,41 @@ def test_stroke_weight_success_is_calibrated():
     task.bold_ink = None
     with pytest.raises(ValueError, match="bold_ink"):
         evaluate_edit(task, task.images, **kw)
+
+
+def test_matched_edit_scores_per_edit_at_the_level():
+    """matched_edit runs the editor at the two step counts that bracket an SSIM level; its per-edit scores
+    are edit_scores of direct cycle_edit runs, and their means are evaluate_edit's row."""
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+    from dpmlatent.edit_experiment import edit_scores, edit_task, evaluate_edit, matched_edit
+    from dpmlatent.matching import strength_of_steps
+
+    task = edit_task("digit", num_images=6)
+    torch.manual_seed(0)
+    clf, dom = DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    pipe, n = make_pipeline(0), 8
+
+    def direct(k, seed):
+        return cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images, task.source_prompts,
+                          task.prompts, strength=strength_of_steps(k, n), guidance_scale=2.0, num_inference_steps=n,
+                          eta=1.0, method="sdedit", generator=torch.Generator().manual_seed(seed))
+
+    ssim = {k: float(torch.stack([edit_scores(task, direct(k, s), digit_classifier=clf, domain_classifier=dom)["ssim"]
+                                  for s in (0, 1)]).mean()) for k in (2, 3)}
+    assert ssim[2] > ssim[3]
+    level = (ssim[2] + ssim[3]) / 2
+    p = matched_edit(pipe, task, "sdedit", level, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom,
+                     seeds=(0, 1), num_inference_steps=n, start=0.25)
+    assert p.steps == (2, 3) and p.weight == pytest.approx(0.5)
+    assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
+    edited = direct(3, 1)
+    sc = edit_scores(task, edited, digit_classifier=clf, domain_classifier=dom)
+    assert torch.equal(p.hi["success"][1], sc["success"]) and set(sc) == {"success", "target_digit", "target_domain",
+                                                                          "ink", "psnr", "ssim"}
+    row = evaluate_edit(task, edited, method="sdedit", strength=0.3, guidance_scale=2.0, digit_classifier=clf,
+                        domain_classifier=dom)
+    assert row.success == sc["success"].mean().item() and row.ssim == pytest.approx(sc["ssim"].mean().item())
+    with pytest.raises(ValueError, match="eta can only be set for cyclediffusion"):
+        matched_edit(pipe, task, "sdedit", 0.5, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom, eta=0.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        matched_edit(pipe, task, "p2p", 0.5, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom)

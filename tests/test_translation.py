@@ -225,10 +225,10 @@ def test_matched_point_hits_the_level_between_two_direct_neighbours(tiny_unet):
     assert p.interpolation_error("frechet", ref) >= 0
     with pytest.raises(ValueError, match="needs the FD reference"):
         p.interpolation_error("frechet")
-    with pytest.raises(ValueError, match="does not reach mean SSIM"):
+    with pytest.raises(ValueError, match="does not reach mean ssim 0.9999"):
         matched_point(task, "sdedit", 0.9999, digit_classifier=digit, domain_classifier=domain, seeds=(0,),
                       num_inference_steps=n, start=0.1)
-    with pytest.raises(ValueError, match=r"level must be an SSIM in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"level must be a faithfulness in \(0, 1\)"):
         matched_point(task, "sdedit", 1.5, digit_classifier=digit, domain_classifier=domain)
     with pytest.raises(ValueError, match="seeds must be"):
         matched_point(task, "sdedit", 0.5, digit_classifier=digit, domain_classifier=domain, seeds=(0, 0))

@@ -33,7 +33,8 @@ from .edit import cycle_edit
 from .reporting import Column, Table, share_column
 from .text import caption
 
-__all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "evaluate_edit", "edit_sweep",
+__all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "edit_scores", "evaluate_edit", "edit_sweep",
+           "EDIT_ETA", "matched_edit",
            "SCORES", "best_success", "select_by_clip", "PSNR_EXACT", "format_edit_table"]
 
 KINDS = ("digit", "domain", "weight")
@@ -114,18 +115,20 @@ def _check_clip(clip) -> tuple:
     return clip
 
 
-def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength: float, guidance_scale: float,
-                  digit_classifier, domain_classifier, clip=None) -> EditRow:
-    """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``); ``clip`` is an optional
-    ``(open_clip model, tokenizer)`` pair (``zoo.load("clip-digits")``) for the two CLIP columns."""
+def edit_scores(task: EditTask, edited: torch.Tensor, *, digit_classifier, domain_classifier,
+                clip=None) -> dict[str, torch.Tensor]:
+    """Per-edit scores of ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``): a dict of
+    float64 ``(N,)`` tensors on the CPU: ``success`` (0/1, per ``task.kind``, see the module
+    docstring), ``target_digit`` and ``target_domain`` (0/1), ``ink``, ``psnr``, ``ssim``, and with
+    ``clip`` (an ``(open_clip model, tokenizer)`` pair, ``zoo.load("clip-digits")``) ``clip_score``
+    and ``clip_direction``."""
     if edited.shape != task.images.shape:
         raise ValueError(f"edited must have the inputs' shape {tuple(task.images.shape)}, got {tuple(edited.shape)}")
     probs, _ = metrics.classify(digit_classifier, edited)
     dom, _ = metrics.classify(domain_classifier, edited)
     digit_ok = probs.argmax(1) == task.target_labels
     domain_ok = dom.argmax(1) == task.target_domain
-    ink = metrics.ink
-    ratio = (ink(edited).mean() / ink(task.images).mean()).item()
+    ink = metrics.ink(edited).cpu().double()
     if task.kind == "digit":
         success = digit_ok
     elif task.kind == "domain":
@@ -133,17 +136,60 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
     else:
         if task.bold_ink is None:
             raise ValueError("a 'weight' task needs bold_ink (the per-input ink cutoff for 'bold'); build it with edit_task")
-        success = digit_ok & (ink(edited).cpu().double() > task.bold_ink.cpu())
-    clip_scores = (math.nan, math.nan)
+        success = digit_ok & (ink > task.bold_ink.cpu())
+    out = {"success": success.double(), "target_digit": digit_ok.double(), "target_domain": domain_ok.double(),
+           "ink": ink, "psnr": metrics.psnr(edited, task.images).double().cpu(),
+           "ssim": metrics.ssim(edited, task.images).double().cpu()}
     if clip is not None:
         model, tokenizer = _check_clip(clip)
-        clip_scores = (metrics.clip_score(model, tokenizer, edited, task.prompts).double().mean().item(),
-                       metrics.clip_direction(model, tokenizer, edited, task.images, task.prompts,
-                                              task.source_prompts).double().mean().item())
-    return EditRow(task.kind, method, strength, guidance_scale, success.double().mean().item(),
-                   digit_ok.double().mean().item(), domain_ok.double().mean().item(), ratio,
-                   metrics.psnr(edited, task.images).double().mean().item(),
-                   metrics.ssim(edited, task.images).double().mean().item(), *clip_scores, num_images=len(edited))
+        out["clip_score"] = metrics.clip_score(model, tokenizer, edited, task.prompts).double().cpu()
+        out["clip_direction"] = metrics.clip_direction(model, tokenizer, edited, task.images, task.prompts,
+                                                       task.source_prompts).double().cpu()
+    return out
+
+
+def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength: float, guidance_scale: float,
+                  digit_classifier, domain_classifier, clip=None) -> EditRow:
+    """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``): the means of
+    :func:`edit_scores`, and the ink ratio (mean ink of the edits / mean ink of the inputs)."""
+    sc = edit_scores(task, edited, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+    ratio = (metrics.ink(edited).mean() / metrics.ink(task.images).mean()).item()
+    mean = lambda k: sc[k].mean().item() if k in sc else math.nan
+    return EditRow(task.kind, method, strength, guidance_scale, mean("success"), mean("target_digit"),
+                   mean("target_domain"), ratio, mean("psnr"), mean("ssim"), mean("clip_score"),
+                   mean("clip_direction"), num_images=len(edited))
+
+
+EDIT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddim-inversion": 0.0}
+
+
+def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_scale: float, digit_classifier,
+                 domain_classifier, clip=None, seeds: tuple[int, ...] = (0, 1, 2), num_inference_steps: int = 50,
+                 eta: float | None = None, start: float | None = None, label: str | None = None,
+                 max_moves: int = 12):
+    """Edit ``task`` with ``method`` at mean SSIM ``level`` (target guidance ``guidance_scale``, source
+    guidance 1) and score every edit there: :func:`dpmlatent.matching.match_level` over the sampler's
+    step count, each run from ``torch.Generator().manual_seed(seed)`` and scored by
+    :func:`edit_scores`. ``eta=None`` takes :data:`EDIT_ETA` (CycleDiffusion's may be changed, e.g. 1
+    for the variant; SDEdit's and DDIM inversion's are fixed). Returns a
+    :class:`~dpmlatent.matching.MatchedPoint`."""
+    from .matching import match_level, strength_of_steps
+
+    if method not in EDIT_ETA:
+        raise ValueError(f"method must be one of {tuple(EDIT_ETA)}, got {method!r}")
+    if eta is not None and method != "cyclediffusion":
+        raise ValueError(f"eta can only be set for cyclediffusion; {method} uses {EDIT_ETA[method]}")
+    run_eta = EDIT_ETA[method] if eta is None else eta
+
+    def run(k: int, seed: int) -> dict[str, torch.Tensor]:
+        out = cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
+                         task.source_prompts, task.prompts, strength=strength_of_steps(k, num_inference_steps),
+                         guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, eta=run_eta,
+                         method=method, generator=torch.Generator().manual_seed(seed))
+        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+
+    return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
+                       name=label or method, max_moves=max_moves)
 
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
@@ -160,7 +206,7 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
     runs = [(m, s, g) for m in methods for s in strengths for g in guidance_scales]
     rows, images = [], {}
     for method, strength, g in tqdm(runs, desc=f"{task.kind} edits", disable=not progress):
-        run_eta = {"cyclediffusion": eta, "sdedit": 1.0, "ddim-inversion": 0.0}[method]
+        run_eta = eta if method == "cyclediffusion" else EDIT_ETA[method]
         out = cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
                          task.source_prompts, task.prompts, strength=strength, guidance_scale=g,
                          num_inference_steps=num_inference_steps, eta=run_eta, method=method,

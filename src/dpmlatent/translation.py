@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
+from .matching import MatchedPoint, match_level, matched_difference, strength_of_steps
 from .reporting import Column, Table, share_column
 from .train import DOMAINS
 
@@ -334,11 +335,6 @@ def score_images(translated: torch.Tensor, source: torch.Tensor, labels: torch.T
             "features": feats.double()}
 
 
-def _strength_of(k: int, n: int) -> float:
-    """A strength whose sampler runs exactly ``k`` of ``n`` steps (``int(n * s) == k``, no round-off)."""
-    return 1.0 if k >= n else (k + 0.5) / n
-
-
 def strength_for_ssim(rows: list[TranslationRow], method: str, ssim: float) -> float:
     """The strength at which ``method``'s curve in ``rows`` reaches ``ssim`` (linear in SSIM between the
     bracketing strengths, clamped to the curve's ends): the first guess of :func:`matched_point`."""
@@ -351,110 +347,23 @@ def strength_for_ssim(rows: list[TranslationRow], method: str, ssim: float) -> f
     return float(np.interp(ssim, xs, ys))
 
 
-@dataclasses.dataclass
-class MatchedPoint:
-    """One method read off at a given faithfulness, from two directly computed neighbours.
-
-    SSIM falls as the sampler runs more steps, and a sampler of ``n`` steps only has the strengths
-    ``k / n``: ``steps = (k, k + 1)`` are the neighbours whose mean SSIM (over inputs and seeds)
-    brackets ``level``, and every score is interpolated between them with the one weight ``weight``
-    that makes the mean SSIM equal ``level``. ``lo`` and ``hi`` hold the per-image scores of the two
-    neighbours: :data:`SCORES` as ``(seeds, inputs)`` tensors and ``"features"`` as
-    ``(inputs, seeds, D)``. The interpolation spans one sampler step, so its error is at most the
-    change across the bracket (:meth:`bracket_change`).
-    """
-
-    method: str
-    level: float
-    steps: tuple[int, int]
-    num_inference_steps: int
-    weight: float
-    lo: dict[str, torch.Tensor]
-    hi: dict[str, torch.Tensor]
-    runs: int                       # sampler runs the search needed (each over all inputs, one seed)
-    probe: dict[int, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict, repr=False)
-
-    @property
-    def strength(self) -> float:
-        return (self.steps[0] + self.weight) / self.num_inference_steps
-
-    @property
-    def seeds(self) -> int:
-        return self.lo["ssim"].shape[0]
-
-    def values(self, score: str) -> torch.Tensor:
-        """``(seeds, inputs)`` values of one of :data:`SCORES` at the matched faithfulness."""
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        return (1 - self.weight) * self.lo[score] + self.weight * self.hi[score]
-
-    def frechet(self, reference: "metrics.FrechetReference", index: torch.Tensor | None = None) -> float:
-        """FD to ``reference`` at the matched faithfulness (the two neighbours' FDs interpolated), over
-        the inputs ``index`` (all by default) with all their seeds' translations."""
-        parts = []
-        for side in (self.lo, self.hi):
-            f = side["features"] if index is None else side["features"][index]
-            parts.append(reference(f.reshape(-1, f.shape[-1])))
-        return (1 - self.weight) * parts[0] + self.weight * parts[1]
-
-    def interpolation_error(self, score: str, reference: "metrics.FrechetReference | None" = None) -> float:
-        """How far linear interpolation in SSIM misses a directly computed point, measured on the
-        first seed: the score at ``k + 1`` steps interpolated between ``k`` and ``k + 2`` (or, at the
-        end of the schedule, at ``k`` between ``k - 1`` and ``k + 1``), minus the direct value, in
-        absolute value. The bracket spans two sampler steps, twice the matched point's, so for a smooth
-        curve this over-estimates the matched point's interpolation error (about fourfold)."""
-        if len(self.probe) != 3:
-            raise ValueError("this MatchedPoint holds no probe (three consecutive step counts on the first seed)")
-        ka, kb, kc = sorted(self.probe)
-
-        def value(k):
-            side = self.probe[k]
-            if score == "frechet":
-                if reference is None:
-                    raise ValueError("interpolation_error('frechet') needs the FD reference")
-                return reference(side["features"])
-            if score not in SCORES:
-                raise ValueError(f"score must be one of {SCORES} or 'frechet', got {score!r}")
-            return float(side[score].mean())
-
-        sa, sb, sc = (float(self.probe[k]["ssim"].mean()) for k in (ka, kb, kc))
-        if sa == sc:
-            return 0.0
-        fa, fb, fc = value(ka), value(kb), value(kc)
-        return abs(fa + (fc - fa) * (sa - sb) / (sa - sc) - fb)
-
-    def bracket_change(self, score: str, reference: "metrics.FrechetReference | None" = None) -> float:
-        """``|mean(hi) - mean(lo)|`` of a score (or of FD with ``score="frechet"``): an upper bound on the
-        interpolation error, if the score is monotone across the one-step bracket."""
-        if score == "frechet":
-            if reference is None:
-                raise ValueError("bracket_change('frechet') needs the FD reference")
-            lo = dataclasses.replace(self, weight=0.0).frechet(reference)
-            return abs(dataclasses.replace(self, weight=1.0).frechet(reference) - lo)
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES} or 'frechet', got {score!r}")
-        return abs(float(self.hi[score].mean() - self.lo[score].mean()))
-
-
 def matched_point(task: TranslationTask, method: str, level: float, *, digit_classifier, domain_classifier,
                   seeds: tuple[int, ...] = (0, 1, 2), num_inference_steps: int = 50, eta: float | None = None,
                   start: float | None = None, label: str | None = None, max_moves: int = 12) -> MatchedPoint:
-    """Find where ``method`` translates ``task``'s inputs with mean SSIM ``level``, and score it there.
+    """Find where ``method`` translates ``task``'s inputs with mean SSIM ``level``, and score it there
+    (:func:`dpmlatent.matching.match_level`).
 
-    The search walks the sampler's step count ``k`` (strength ``k / n``) from the first guess
-    ``start`` (a strength, e.g. :func:`strength_for_ssim` on a coarse sweep; default 0.5) until the
-    mean SSIM of ``k`` steps is at least ``level`` and that of ``k + 1`` steps at most ``level``,
-    first with the first seed alone, then with all ``seeds`` (each run starts from
-    ``torch.Generator().manual_seed(seed)``, as in :func:`translation_sweep`). Both neighbours are
-    scored on every input and seed (:func:`score_images`), and :class:`MatchedPoint` interpolates
-    between them. One more neighbour (``k + 2`` steps, first seed) lets
-    :meth:`MatchedPoint.interpolation_error` compare an interpolated value with a direct one.
+    Each run translates all inputs with ``k`` of ``num_inference_steps`` steps from
+    ``torch.Generator().manual_seed(seed)`` (as in :func:`translation_sweep`) and is scored by
+    :func:`score_images` (per image: class kept, p(target), SSIM, PSNR; and digit-classifier
+    features for FD).
 
     Args:
         method: one of :data:`METHODS`; ``eta`` as in :func:`translate`; ``label`` names the point
             (e.g. ``"cyclediffusion eta=1"``).
         level: the SSIM to match, in (0, 1).
         seeds: at least one sampler seed (3 or more for an interval that covers the sampler's randomness).
+        start: the first guess, a strength (e.g. :func:`strength_for_ssim` on a coarse sweep; default 0.5).
         max_moves: how many steps the search may walk before it gives up.
 
     Raises:
@@ -463,83 +372,15 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
-        raise ValueError(f"level must be an SSIM in (0, 1), got {level!r}")
-    if not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty tuple of distinct integers, got {seeds!r}")
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 2:
-        raise ValueError(f"num_inference_steps must be an integer >= 2, got {num_inference_steps!r}")
-    n = num_inference_steps
-    start = 0.5 if start is None else start
-    if not 0.0 <= start <= 1.0:
-        raise ValueError(f"start must be a strength in [0, 1], got {start!r}")
     run_eta = None if method == "ddib" else eta
     common = dict(target_domain=task.target_domain, digit_classifier=digit_classifier,
                   domain_classifier=domain_classifier)
-    cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
-    def scores(k: int, seed: int) -> dict[str, torch.Tensor]:
-        if (k, seed) not in cache:
-            out = translate(method, task.src_unet, task.tgt_unet, task.scheduler, task.source.images,
-                            strength=_strength_of(k, n), num_inference_steps=n, eta=run_eta,
-                            generator=torch.Generator().manual_seed(seed))
-            cache[k, seed] = score_images(out, task.source.images, task.source.labels, **common)
-        return cache[k, seed]
+    def run(k: int, seed: int) -> dict[str, torch.Tensor]:
+        out = translate(method, task.src_unet, task.tgt_unet, task.scheduler, task.source.images,
+                        strength=strength_of_steps(k, num_inference_steps), num_inference_steps=num_inference_steps,
+                        eta=run_eta, generator=torch.Generator().manual_seed(seed))
+        return score_images(out, task.source.images, task.source.labels, **common)
 
-    def mean_ssim(k: int, use: tuple[int, ...]) -> float:
-        return float(torch.stack([scores(k, s)["ssim"] for s in use]).mean())
-
-    k = min(max(int(round(start * n)), 1), n - 1)
-    for use in (seeds[:1], seeds):
-        for _ in range(max_moves + 1):
-            if mean_ssim(k, use) < level:
-                k -= 1
-            elif mean_ssim(k + 1, use) > level:
-                k += 1
-            else:
-                break
-            if not 1 <= k <= n - 1:
-                raise ValueError(f"{label or method} does not reach mean SSIM {level} with 1 to {n} steps")
-        else:
-            raise ValueError(f"no bracket for SSIM {level} within {max_moves} steps of the start; "
-                             "the SSIM of the method is not monotone in strength here")
-    s_lo, s_hi = mean_ssim(k, seeds), mean_ssim(k + 1, seeds)
-    weight = 0.0 if s_lo == s_hi else (s_lo - level) / (s_lo - s_hi)
-
-    def gather(kk: int) -> dict[str, torch.Tensor]:
-        side = {c: torch.stack([scores(kk, s)[c] for s in seeds]) for c in SCORES}
-        side["features"] = torch.stack([scores(kk, s)["features"] for s in seeds], dim=1)
-        return side
-
-    extra = k + 2 if k + 2 <= n else k - 1          # a third neighbour on the first seed: the interpolation check
-    probe = {kk: scores(kk, seeds[0]) for kk in sorted((k, k + 1, extra))}
-    return MatchedPoint(label or method, float(level), (k, k + 1), n, weight, gather(k), gather(k + 1), len(cache),
-                        probe)
-
-
-def matched_difference(a: MatchedPoint, b: MatchedPoint, score: str, *, reference=None, level: float = 0.95,
-                       n_resamples: int = 2000, generator: torch.Generator | None = None):
-    """``score(a) - score(b)`` at matched faithfulness, with a paired bootstrap interval
-    (:mod:`dpmlatent.evidence`).
-
-    For a per-image score (:data:`SCORES`) the values are ``(seeds, inputs)`` tables resampled over
-    inputs and seeds (the pigeonhole bootstrap). For ``score="frechet"`` (needs ``reference``, a
-    :class:`~dpmlatent.metrics.FrechetReference`) the inputs are resampled, each with all its seeds'
-    translations, and both FDs are recomputed on every resample. ``a`` and ``b`` must have been
-    computed on the same inputs with the same seeds.
-    """
-    from . import evidence
-
-    if not isinstance(a, MatchedPoint) or not isinstance(b, MatchedPoint):
-        raise TypeError("a and b must be MatchedPoint s")
-    if a.lo["ssim"].shape != b.lo["ssim"].shape:
-        raise ValueError(f"a and b must share inputs and seeds, got (seeds, inputs) {tuple(a.lo['ssim'].shape)} "
-                         f"and {tuple(b.lo['ssim'].shape)}")
-    kw = dict(level=level, n_resamples=n_resamples, generator=generator)
-    if score == "frechet":
-        if not isinstance(reference, metrics.FrechetReference):
-            raise TypeError("score='frechet' needs reference=metrics.FrechetReference(real_features)")
-        idx = torch.arange(a.lo["ssim"].shape[1])
-        iv = evidence.bootstrap_ci(idx, statistic=lambda i: a.frechet(reference, i) - b.frechet(reference, i), **kw)
-        return dataclasses.replace(iv, seeds=a.seeds)
-    return evidence.paired_bootstrap_ci(a.values(score), b.values(score), **kw)
+    return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
+                       name=label or method, max_moves=max_moves)
