@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dpmlatent import metrics
-from dpmlatent.matching import MatchedPoint, match_level, matched_difference, strength_of_steps
+from dpmlatent.matching import MatchedPoint, first_guess, match_level, matched_difference, strength_of_steps
 
 
 def _run(n_inputs=40, slope=0.02, offset=0.0):
@@ -91,3 +91,12 @@ def test_matched_difference_is_paired_and_recovers_a_known_offset():
         matched_difference(a, match_level(short, 0.5, **kw), "a")
     with pytest.raises(TypeError, match="MatchedPoint"):
         matched_difference(a, 1, "a")
+
+
+def test_first_guess_interpolates_with_the_input_as_anchor():
+    assert first_guess([0.3, 0.5], [0.6, 0.4], 0.5) == pytest.approx(0.4)
+    assert first_guess([0.3, 0.5], [0.6, 0.4], 0.8) == pytest.approx(0.15)     # between (0, 1) and (0.3, 0.6)
+    assert first_guess([0.3, 0.5], [0.6, 0.4], 0.2) == pytest.approx(0.5)      # beyond the sweep: its end
+    assert first_guess([0.3], [0.6], 0.8) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="distinct"):
+        first_guess([0.3, 0.3], [0.6, 0.5], 0.5)

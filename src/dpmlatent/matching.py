@@ -31,7 +31,7 @@ import torch
 
 from . import metrics
 
-__all__ = ["strength_of_steps", "MatchedPoint", "match_level", "matched_difference"]
+__all__ = ["strength_of_steps", "first_guess", "MatchedPoint", "match_level", "matched_difference"]
 
 
 def strength_of_steps(k: int, n: int) -> float:
@@ -40,6 +40,21 @@ def strength_of_steps(k: int, n: int) -> float:
     if not isinstance(k, int) or not isinstance(n, int) or not 1 <= k or n < 1:
         raise ValueError(f"k and n must be integers with 1 <= k and n >= 1, got k={k!r}, n={n!r}")
     return 1.0 if k >= n else (k + 0.5) / n
+
+
+def first_guess(strengths, faithfulness, level: float) -> float:
+    """A first guess of the strength at which a method's faithfulness equals ``level``, from a coarse
+    sweep (``strengths`` and their mean ``faithfulness``, e.g. SSIM): linear in faithfulness between
+    the bracketing points, with strength 0 at faithfulness 1 (no step, the input itself) as an anchor,
+    and the largest strength beyond the sweep's least faithful point. Only where :func:`match_level`
+    starts; the match itself is computed."""
+    import numpy as np
+
+    pts = sorted(zip(faithfulness, strengths)) + [(1.0, 0.0)]
+    if len(pts) < 2 or len(set(strengths)) != len(strengths):
+        raise ValueError(f"strengths must be distinct and at least one, got {strengths!r}")
+    xs, ys = zip(*sorted(pts))
+    return float(np.interp(level, xs, ys))
 
 
 @dataclasses.dataclass
