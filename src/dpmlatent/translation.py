@@ -111,22 +111,17 @@ def evaluate_translation(method: str, strength: float, translated: torch.Tensor,
         real_target: held-out real images of the target domain, the FD reference.
         real_target_features: their digit-classifier features, if already computed.
     """
-    _check_labels(labels, len(source))
-    _check_domain(target_domain, domain_classifier)
-    if translated.shape != source.shape:
-        raise ValueError(f"translated and source must have the same shape, got {tuple(translated.shape)} "
-                         f"and {tuple(source.shape)}")
-    probs, feats = metrics.classify(digit_classifier, translated)
-    domain_probs, _ = metrics.classify(domain_classifier, translated)
+    sc = score_images(translated, source, labels, target_domain=target_domain, digit_classifier=digit_classifier,
+                      domain_classifier=domain_classifier)
     if real_target_features is None:
         _, real_target_features = metrics.classify(digit_classifier, real_target)
     return TranslationRow(
         method, strength,
-        class_kept=(probs.argmax(1) == labels.cpu()).double().mean().item(),
-        realism=domain_probs[:, target_domain].double().mean().item(),
-        frechet=metrics.frechet_distance(feats, real_target_features),
-        psnr=metrics.psnr(translated, source).double().mean().item(),
-        ssim=metrics.ssim(translated, source).double().mean().item(),
+        class_kept=sc["class_kept"].mean().item(),
+        realism=sc["realism"].mean().item(),
+        frechet=metrics.frechet_distance(sc["features"], real_target_features),
+        psnr=sc["psnr"].mean().item(),
+        ssim=sc["ssim"].mean().item(),
         num_images=len(translated),
     )
 
