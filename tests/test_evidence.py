@@ -227,3 +227,15 @@ def test_table_alignment_and_errors():
         Table(["a"], [])
     with pytest.raises(ValueError, match="align"):
         Column("a", "^")
+
+
+def test_a_share_prints_at_the_precision_its_items_support():
+    from dpmlatent.evidence import Interval, as_share
+
+    iv = Interval(0.546, 0.476, 0.6095, 256, seeds=3)
+    assert str(iv).startswith("0.546 [0.476, 0.6")                      # a tenth of the half-width: 3 decimals
+    share = as_share(iv)                                   # 768 items: 0.5 / sqrt(768) = 0.018 -> 2 decimals
+    assert str(share) == "0.55 [0.48, 0.61]" and share.resolution == pytest.approx(0.5 / 768 ** 0.5)
+    assert str(as_share(Interval(0.5, 0.49, 0.51, 100_000))) == "0.500 [0.490, 0.510]"   # the interval is coarser
+    with pytest.raises(TypeError, match="Interval"):
+        as_share(0.5)

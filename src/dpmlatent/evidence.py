@@ -32,7 +32,7 @@ from statistics import NormalDist
 
 import torch
 
-__all__ = ["Interval", "wilson_interval", "difference_of_shares", "verdict", "bootstrap_ci",
+__all__ = ["Interval", "as_share", "wilson_interval", "difference_of_shares", "verdict", "bootstrap_ci",
            "paired_bootstrap_ci", "unpaired_bootstrap_ci", "Verdict", "verdict_table", "across_metrics"]
 
 
@@ -40,7 +40,9 @@ __all__ = ["Interval", "wilson_interval", "difference_of_shares", "verdict", "bo
 class Interval:
     """``estimate`` with a ``level`` confidence interval ``[low, high]`` from ``n`` inputs (and
     ``seeds`` sampler seeds, 1 when the result does not depend on one); ``method`` names how it was
-    computed (``"bca"``, ``"percentile"``, ``"wilson"``, ``"newcombe"``, or ``""``)."""
+    computed (``"bca"``, ``"percentile"``, ``"wilson"``, ``"newcombe"``, or ``""``). It prints to the
+    first significant digit of a tenth of its half-width, or of ``resolution`` if that is coarser
+    (see :func:`as_share`)."""
 
     estimate: float
     low: float
@@ -49,6 +51,7 @@ class Interval:
     level: float = 0.95
     seeds: int = 1
     method: str = ""
+    resolution: float = 0.0
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -59,8 +62,18 @@ class Interval:
 
     def __str__(self) -> str:
         from .reporting import fmt  # to the first significant digit of a tenth of the half-width
-        u = max((self.high - self.low) / 20, 1e-12)
+        u = max((self.high - self.low) / 20, self.resolution, 1e-12)
         return f"{fmt(self.estimate, u)} [{fmt(self.low, u)}, {fmt(self.high, u)}]"
+
+
+def as_share(interval: Interval) -> Interval:
+    """The same interval, printed as a share (or a difference of shares) of its ``n x seeds`` items: at
+    the precision :func:`dpmlatent.reporting.fmt_fraction` gives that many items (``0.5 / sqrt(N)``),
+    never finer. One item whose label flips on another CPU (a translation that differs in the last
+    bits, a classifier at its decision boundary) moves a share by ``1 / N``; its digits must not."""
+    if not isinstance(interval, Interval):
+        raise TypeError(f"interval must be an Interval, got {type(interval).__name__}")
+    return dataclasses.replace(interval, resolution=0.5 / math.sqrt(interval.n * interval.seeds))
 
 
 def _z(level: float) -> float:
