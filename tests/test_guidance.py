@@ -179,9 +179,9 @@ def test_guide_lowers_the_image_energy_and_records_it():
         guide(gan, energy, z0, weight=0.0, steps=1, step_size=0.1)
 
 
-def test_coverage_experiment_rows_and_diversity():
+def test_coverage_experiment_chains_table_and_diversity():
     from dpmlatent.classifier import DigitClassifier
-    from dpmlatent.coverage import coverage_experiment, format_coverage_table, mean_pairwise_distance
+    from dpmlatent.coverage import CoverageModel, coverage_experiment, format_coverage_table, mean_pairwise_distance
     from dpmlatent.energies import classifier_energy
 
     a = torch.zeros(3, 1, 2, 2)
@@ -191,19 +191,92 @@ def test_coverage_experiment_rows_and_diversity():
     assert mean_pairwise_distance(a[:1]) != mean_pairwise_distance(a[:1])   # nan
     torch.manual_seed(0)
     gan, judge = _toy_generator(), DigitClassifier().eval().requires_grad_(False)
-    z0 = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
-    rows, runs = coverage_experiment({"gan": (gan, z0, 0.01)}, {"clf": (1.0, classifier_energy(judge, 7))},
-                                     judge=judge, target=7, steps=3, threshold=0.1, progress=False)
-    (row,) = rows
-    assert (row.model, row.energy, row.num_samples) == ("gan", "clf", 6)
-    assert 0 <= row.success_before <= 1 and 0 <= row.success <= 1
-    assert row.energy_before == pytest.approx(runs["gan", "clf"].energies[0].mean().item())
-    assert runs["gan", None].shape == (6, 1, 8, 8)
-    table = format_coverage_table(rows)
-    assert str(table).count("\n") == 1 and "<table" in table._repr_html_()
-    rows[0].model = "diffusion (a long model name)"
-    wide = str(format_coverage_table(rows)).splitlines()
-    assert wide[0].index("energy") == wide[1].index(rows[0].energy) == len(rows[0].model) + 1   # columns line up
+    codes = lambda seed: torch.randn(6, 32, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    runs = coverage_experiment({"gan": CoverageModel(gan, codes, 0.01, 4)}, {"clf": (2.0, classifier_energy(judge, 7))},
+                               seeds=[0, 1, 2], progress=False)
+    c = runs["gan", "clf"]
+    assert (c.model, c.energy_name, c.num_chains, c.seeds, c.dim, c.steps) == ("gan", "clf", 18, 3, 32, 4)
+    assert c.energy.shape == c.sq_norm.shape == (5, 18) and c.images.shape == c.before.shape == (18, 1, 8, 8)
+    z0 = torch.cat([codes(s) for s in (0, 1, 2)])
+    assert torch.allclose(c.sq_norm[0], z0.pow(2).sum(1) / 32)           # ||z||^2 / d of the start codes, seed-major
+    assert torch.allclose(c.before, gan(z0))
+    # the first seed's chains are what guide() gives for that seed alone
+    from dpmlatent.guidance import guide
+    one = guide(gan, classifier_energy(judge, 7), codes(0), weight=2.0, steps=4, step_size=0.01,
+                generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(one.images, c.images[:6])
+    # all seeds in one batch: each seed's block gets its own noise, so the chains are the same (on the grid)
+    grid_runs = [coverage_experiment({"gan": CoverageModel(gan, codes, 0.01, 4, batch_seeds=b)},
+                                     {"clf": (2.0, classifier_energy(judge, 7))}, seeds=[0, 1, 2], grid=2.0 ** -8,
+                                     progress=False)["gan", "clf"] for b in (False, True)]
+    assert torch.equal(grid_runs[0].images, grid_runs[1].images)
+    assert torch.allclose(grid_runs[0].energy, grid_runs[1].energy, atol=1e-6)
+    table = format_coverage_table([c], {"judge": judge, "other": judge}, 7, threshold=0.1)
+    text = str(table)
+    assert text.count("\n") == 1 and "<table" in table._repr_html_() and "6 x 3" in text
+    assert "success (judge)" in text and "success (other)" in text
+    with pytest.raises(ValueError, match="seeds must be"):
+        coverage_experiment({"gan": CoverageModel(gan, codes, 0.01, 4)}, {"clf": (2.0, classifier_energy(judge, 7))},
+                            seeds=[0, 0], progress=False)
+    with pytest.raises(TypeError, match="CoverageModel"):
+        coverage_experiment({"gan": (gan, codes, 0.01)}, {"clf": (2.0, classifier_energy(judge, 7))}, seeds=[0],
+                            progress=False)
+    with pytest.raises(ValueError, match="judges"):
+        format_coverage_table([c], {}, 7)
+
+
+def test_success_gap_and_rarity_gap():
+    from dpmlatent.coverage import rarity_gap, success_gap
+    from dpmlatent.evidence import difference_of_shares
+
+    a = torch.tensor([True] * 30 + [False] * 18)
+    b = torch.tensor([True] * 10 + [False] * 38)
+    gap = success_gap(a, b, seeds=3)
+    ref = difference_of_shares(30, 48, 10, 48)
+    assert (gap.estimate, gap.low, gap.high) == (ref.estimate, ref.low, ref.high)
+    assert (gap.n, gap.seeds) == (16, 3) and gap.resolution == pytest.approx(0.5 / 48 ** 0.5)
+    # difference of differences: model a gains 20 of 48 when the class is rare, model b loses 10: (20 + 10) / 48
+    g = torch.Generator().manual_seed(0)
+    a_full = torch.rand(48, generator=g) < 0.3
+    a_rare = a_full.clone()
+    a_rare[torch.nonzero(~a_full)[:20, 0]] = True
+    b_full = torch.rand(48, generator=g) < 0.6
+    b_rare = b_full.clone()
+    b_rare[torch.nonzero(b_full)[:10, 0]] = False
+    dod = rarity_gap(a_full, a_rare, b_full, b_rare, seeds=3)
+    assert dod.estimate == pytest.approx(30 / 48) and dod.low > 0.3 and dod.high <= 1.0 and dod.seeds == 3
+    same = rarity_gap(a_full, a_full, b_full, b_full)
+    assert same.estimate == 0.0
+    with pytest.raises(ValueError, match="paired"):
+        rarity_gap(a_full, a_rare[:10], b_full, b_rare)
+    with pytest.raises(ValueError, match="bool"):
+        success_gap(a.double(), b)
+
+
+def test_plateau_tells_a_settled_trace_from_a_drifting_one():
+    from dpmlatent.guidance import plateau
+
+    g = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.randn(201, 64, generator=g, dtype=torch.float64)
+    settled = 1.0 + 4.0 * torch.exp(-torch.arange(201.0, dtype=torch.float64) / 10)[:, None] + noise
+    drifting = 1.0 + 4.0 * torch.exp(-torch.arange(201.0, dtype=torch.float64) / 80)[:, None] + noise
+    p = plateau(settled)
+    assert p.plateaued and p.window == 50 and p.drift.contains(0.0) and p.level == pytest.approx(1.0, abs=0.01)
+    q = plateau(drifting)
+    assert not q.plateaued and q.drift.high < 0                    # still falling
+    # too noisy to bound the drift: not shown settled either
+    assert not plateau(1.0 + 2.0 * torch.randn(21, 3, generator=g, dtype=torch.float64), window=5).plateaued
+    # an energy driven towards 0: measured against its whole change (4), not its small final level (0.02)
+    energy = 0.02 + 4.0 * torch.exp(-torch.arange(201.0, dtype=torch.float64) / 10)[:, None] + noise
+    assert not plateau(energy).plateaued and plateau(energy, scale="change").plateaued
+    with pytest.raises(ValueError, match="scale"):
+        plateau(settled, scale="level-ish")
+    with pytest.raises(ValueError, match="window"):
+        plateau(settled, window=150)
+    with pytest.raises(ValueError, match="tolerance"):
+        plateau(settled, tolerance=0.0)
+    with pytest.raises(ValueError, match="trace"):
+        plateau(settled[:, 0])
 
 
 def test_langevin_grid_makes_a_chaotic_chain_reproducible():
@@ -224,3 +297,22 @@ def test_langevin_grid_makes_a_chaotic_chain_reproducible():
     assert torch.equal(a, torch.round(a * 2 ** 20) / 2 ** 20)
     with pytest.raises(ValueError, match="grid"):
         langevin(u, z0, steps=1, step_size=0.1, grid=0.0, progress=False)
+    with pytest.raises(ValueError, match="divides the batch"):
+        langevin(u, z0, steps=1, step_size=0.1, generator=[torch.Generator()] * 3, progress=False)
+
+
+def test_settling_sweep_reports_each_step_size():
+    from dpmlatent.classifier import DigitClassifier
+    from dpmlatent.coverage import CoverageModel, settling_sweep
+    from dpmlatent.energies import classifier_energy
+
+    torch.manual_seed(0)
+    gan, judge = _toy_generator(), DigitClassifier().eval().requires_grad_(False)
+    codes = lambda seed: torch.randn(8, 32, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    table, runs = settling_sweep(CoverageModel(gan, codes, 1.0, 1), 2.0, classifier_energy(judge, 7),
+                                 step_sizes=[0.01, 0.05], steps=8, seed=9, judge=judge, target=7, threshold=0.1)
+    assert set(runs) == {0.01, 0.05} and runs[0.05].steps == 8 and runs[0.05].step_size == 0.05
+    assert str(table).count("\n") == 2 and "settled" in str(table)
+    with pytest.raises(ValueError, match="step_sizes"):
+        settling_sweep(CoverageModel(gan, codes, 1.0, 1), 2.0, classifier_energy(judge, 7), step_sizes=[],
+                       steps=8, seed=9, judge=judge, target=7)

@@ -2,43 +2,91 @@
 sub-populations that guided GANs miss?
 
 Both kinds of model are maps ``x = G(z)`` from a Gaussian code, so the *same* energy and the *same*
-sampler (:func:`dpmlatent.guidance.guide`) guide both. Trained on digits in which one class is rare
-(``"handwritten-rare"``: sevens are 2% of the data), each model is guided towards that class, and
-we measure over the same number of samples and seeds:
+sampler (:func:`dpmlatent.guidance.guide`) guide both. Each model is guided towards one class from
+``N`` codes for each of several seeds (a seed draws the start codes *and* the Langevin noise, so
+the ``N x seeds`` chains are independent), with Langevin settings of its own (a 704-dimensional
+diffusion code and a 32-dimensional GAN code do not settle at the same step size). Every chain
+is then scored by a **judge** that had no part in guiding it:
 
-* **success**: the judge (the zoo's digit classifier) reads the target class with ``p >= 0.9``;
-* the **energy** before and after guidance;
+* **success**: the judge reads the target class with ``p >= 0.9`` (:func:`successes`);
+* the **energy** ``E(G(z))`` and the code's ``‖z‖²/d`` at every Langevin step (:class:`Chains`),
+  to show whether the chains settled (:func:`dpmlatent.guidance.plateau`);
 * **diversity**: the mean pairwise L2 distance among the successful samples (a model that reaches
   the class by collapsing onto one image scores low).
+
+The claim is about *rare* classes, so the experiment runs twice, on models trained with the class
+at its usual share and with the class cut to 2%: :func:`success_gap` compares diffusion and GAN on
+one data set, :func:`rarity_gap` asks whether the gap grows when the class is rare (a difference of
+differences, with an interval).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from . import metrics
-from .guidance import Guided, guide
-from .reporting import Column, Table, fmt_fraction
+from .evidence import Interval, as_share, difference_of_shares, unpaired_bootstrap_ci, wilson_interval
+from .guidance import Plateau, guide, plateau
+from .latent import LatentCode
+from .reporting import Column, Table, fmt, fmt_fraction
 
-__all__ = ["CoverageRow", "mean_pairwise_distance", "coverage_row", "coverage_experiment", "format_coverage_table"]
+__all__ = ["CoverageModel", "Chains", "mean_pairwise_distance", "coverage_experiment", "settling_sweep", "successes",
+           "success_gap", "rarity_gap", "format_coverage_table"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CoverageModel:
+    """A generator with its own Langevin settings.
+
+    ``generator``: ``G``, code -> images (a GAN module or :func:`~dpmlatent.guidance.diffusion_generator`);
+    ``codes(seed)``: the ``N`` start codes of one seed (a tensor ``(N, d)`` or a ``LatentCode``);
+    ``step_size`` and ``steps``: the Langevin settings chosen for this code space; ``batch_seeds``: run
+    all seeds' chains in one batch (same chains, each seed's block with its own noise; faster for a
+    small generator, slower for a diffusion model's, whose batch of 48 already fills the cores)."""
+
+    generator: Callable
+    codes: Callable[[int], object]
+    step_size: float
+    steps: int
+    batch_seeds: bool = False
 
 
 @dataclasses.dataclass
-class CoverageRow:
-    """One (model, energy) line of the coverage table."""
+class Chains:
+    """The guided chains of one (model, energy) pair, over all seeds (seed-major: ``N`` chains of the
+    first seed, then the next).
+
+    ``before``: ``G(z0)`` ``(S·N, C, H, W)``; ``images``: ``G(z)`` of the final codes; ``energy``:
+    ``E(G(z_k))`` ``(steps + 1, S·N)``; ``sq_norm``: ``‖z_k‖²/d`` ``(steps + 1, S·N)`` (1 on average
+    under the prior ``N(0, I)``)."""
 
     model: str
-    energy: str
-    num_samples: int
-    success_before: float   # share of the unguided samples G(z0) read as the target (p >= threshold)
-    success: float          # the same after guidance
-    energy_before: float    # mean E(G(z0))
-    energy_after: float     # mean E(G(z)) of the final codes
-    diversity: float        # mean pairwise L2 distance among the successful guided samples (nan if < 2)
+    energy_name: str
+    weight: float
+    step_size: float
+    steps: int
+    dim: int
+    seeds: int
+    before: torch.Tensor
+    images: torch.Tensor
+    energy: torch.Tensor
+    sq_norm: torch.Tensor
+
+    @property
+    def num_chains(self) -> int:
+        return len(self.images)
+
+    def plateau(self, what: str = "energy", **kwargs) -> Plateau:
+        """:func:`~dpmlatent.guidance.plateau` of ``"energy"`` (drift measured against the whole change
+        along the chain) or ``"sq_norm"`` (against its level)."""
+        if what not in ("energy", "sq_norm"):
+            raise ValueError(f"what must be 'energy' or 'sq_norm', got {what!r}")
+        kwargs.setdefault("scale", "change" if what == "energy" else "level")
+        return plateau(getattr(self, what), **kwargs)
 
 
 def mean_pairwise_distance(images: torch.Tensor) -> float:
@@ -51,61 +99,194 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
     return (d.sum() / (n * (n - 1))).item()
 
 
-def _success(judge, images: torch.Tensor, target: int, threshold: float) -> torch.Tensor:
+def _dim(z) -> int:
+    return z.dim if isinstance(z, LatentCode) else z[0].numel()
+
+
+def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tuple[float, Callable]], *,
+                        seeds: Sequence[int], grid: float | None = None,
+                        progress: bool = True) -> dict[tuple[str, str], Chains]:
+    """Guide every model with every energy, from the same seeds.
+
+    For each seed ``s``, model and energy: start codes ``model.codes(s)``, Langevin noise from
+    ``torch.Generator().manual_seed(s)``, ``model.steps`` steps of size ``model.step_size``
+    (:func:`~dpmlatent.guidance.guide`; ``grid`` as there, e.g.
+    :data:`~dpmlatent.guidance.PORTABLE_GRID` for float64 chains that are the same on every CPU).
+
+    Args:
+        models: name -> :class:`CoverageModel`.
+        energies: name -> ``(weight, E)``, ``E`` images -> ``(B,)``.
+        seeds: at least one distinct integer seed (use 3 or more for an interval that covers the
+            sampler's randomness).
+
+    Returns:
+        ``{(model, energy): Chains}``.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    if not models or not energies:
+        raise ValueError("models and energies must each name at least one entry")
+    out = {}
+    for name, m in models.items():
+        if not isinstance(m, CoverageModel):
+            raise TypeError(f"models[{name!r}] must be a CoverageModel, got {type(m).__name__}")
+        starts = [m.codes(s) for s in seeds]
+        with torch.no_grad():
+            before = torch.cat([m.generator(z) for z in starts])
+        for energy_name, (weight, energy) in energies.items():
+            if m.batch_seeds:
+                if not all(isinstance(z, torch.Tensor) for z in starts):
+                    raise TypeError(f"models[{name!r}]: batch_seeds needs tensor codes (a GAN's), not a LatentCode")
+                runs = [guide(m.generator, energy, torch.cat(starts), weight=weight, steps=m.steps,
+                              step_size=m.step_size, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                              grid=grid, progress=progress)]
+            else:
+                runs = [guide(m.generator, energy, z, weight=weight, steps=m.steps, step_size=m.step_size,
+                              generator=torch.Generator().manual_seed(s), grid=grid, progress=progress)
+                        for s, z in zip(seeds, starts)]
+            d = _dim(starts[0])
+            sq = torch.cat([2.0 * (r.result.energies - weight * r.energies) / d for r in runs], dim=1)
+            out[name, energy_name] = Chains(name, energy_name, float(weight), float(m.step_size), m.steps, d,
+                                            len(seeds), before, torch.cat([r.images for r in runs]),
+                                            torch.cat([r.energies for r in runs], dim=1), sq)
+    return out
+
+
+def settling_sweep(model: CoverageModel, weight: float, energy: Callable, *, step_sizes: Sequence[float],
+                   steps: int, seed: int, judge, target: int, grid: float | None = None, threshold: float = 0.9,
+                   progress: bool = False) -> tuple[Table, dict[float, Chains]]:
+    """Choose a model's Langevin step size: run ``steps`` steps at each of ``step_sizes`` from one
+    seed's codes (use a seed the experiment itself does not use) and report, per step size, where the
+    energy and ``‖z‖²/d`` end (mean over the last quarter of the steps), their drift over the last
+    quarter (:func:`~dpmlatent.guidance.plateau`, 95% interval), whether both settled, and the
+    ``judge``'s success share. A larger step moves faster but Langevin's discretisation bias grows
+    with it (the chain settles at a higher energy, or its codes leave the prior's typical set,
+    ``‖z‖²/d`` well above 1); the book takes the smallest step that settles within the budget.
+
+    Returns:
+        The table, and ``{step_size: Chains}``.
+    """
+    sizes = list(step_sizes)
+    if not sizes or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in sizes):
+        raise ValueError(f"step_sizes must be a non-empty list of numbers > 0, got {step_sizes!r}")
+    runs = {}
+    for size in sizes:
+        m = dataclasses.replace(model, step_size=float(size), steps=steps)
+        runs[size] = coverage_experiment({"m": m}, {"e": (weight, energy)}, seeds=[seed], grid=grid,
+                                         progress=progress)["m", "e"]
+    cols = [Column("step", ">"), Column("steps", ">"), Column("E (last quarter)", ">"), Column("E drift [95% CI]", ">"),
+            Column("|z|²/d (last quarter)", ">"), Column("|z|²/d drift [95% CI]", ">"), Column("settled", ">"),
+            Column("success [95% CI]", ">")]
+    rows = []
+    for size, c in runs.items():
+        pe, pz = c.plateau("energy"), c.plateau("sq_norm")
+        ok = successes(judge, c.images, target, threshold=threshold)
+        rows.append([f"{size:g}", f"{steps}", fmt(pe.level, max(pe.level_se, 1e-12)), f"{pe.drift}",
+                     fmt(pz.level, max(pz.level_se, 1e-12)), f"{pz.drift}",
+                     "yes" if pe.plateaued and pz.plateaued else "no",
+                     f"{as_share(wilson_interval(int(ok.sum()), len(ok)))}"])
+    return Table(cols, rows), runs
+
+
+def successes(judge, images: torch.Tensor, target: int, *, threshold: float = 0.9) -> torch.Tensor:
+    """``(N,)`` bool: the ``judge`` (a classifier) gives class ``target`` a probability ``>= threshold``."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     probs, _ = metrics.classify(judge, images)
+    if not 0 <= target < probs.shape[1]:
+        raise ValueError(f"target must be a class index in [0, {probs.shape[1] - 1}], got {target}")
     return probs[:, target] >= threshold
 
 
-def coverage_row(model: str, energy: str, images_before: torch.Tensor, guided: Guided, judge, target: int, *,
-                 threshold: float = 0.9) -> CoverageRow:
-    """Score one guided run: ``images_before`` = ``G(z0)``, ``guided`` = :func:`~dpmlatent.guidance.guide`'s output."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    ok = _success(judge, guided.images, target, threshold)
-    return CoverageRow(model, energy, len(guided.images),
-                       _success(judge, images_before, target, threshold).double().mean().item(),
-                       ok.double().mean().item(), guided.energies[0].mean().item(), guided.energies[-1].mean().item(),
-                       mean_pairwise_distance(guided.images[ok.to(guided.images.device)]))
+def _check_ok(ok, name):
+    if not isinstance(ok, torch.Tensor) or ok.dtype != torch.bool or ok.ndim != 1 or len(ok) < 2:
+        raise ValueError(f"{name} must be a 1-D bool tensor of at least 2 chains (from successes), got "
+                         f"{getattr(ok, 'dtype', type(ok).__name__)} {tuple(getattr(ok, 'shape', ()))}")
 
 
-def coverage_experiment(models: dict[str, tuple[Callable, object, float]], energies: dict[str, tuple[float, Callable]],
-                        *, judge, target: int, steps: int, threshold: float = 0.9, seed: int = 0,
-                        grid: float | None = None, progress: bool = True) -> tuple[list[CoverageRow], dict]:
-    """Guide every model with every energy from the same codes and seed.
+def success_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, *, seeds: int = 1) -> Interval:
+    """Share of successes of ``ok_a`` minus that of ``ok_b`` (two independent sets of chains, e.g. a
+    diffusion model's and a GAN's), with Newcombe's interval
+    (:func:`~dpmlatent.evidence.difference_of_shares`), printed as a share of its items
+    (:func:`~dpmlatent.evidence.as_share`). ``seeds``: how many seeds the chains come from (``n`` is
+    then the chains per seed)."""
+    _check_ok(ok_a, "ok_a"), _check_ok(ok_b, "ok_b")
+    iv = difference_of_shares(int(ok_a.sum()), len(ok_a), int(ok_b.sum()), len(ok_b))
+    return as_share(dataclasses.replace(iv, n=iv.n // seeds, seeds=seeds))
 
-    Args:
-        models: name -> ``(G, z0, step_size)``: the generator, its start codes (a batch of ``N``
-            Gaussian codes: a tensor for a GAN, a ``LatentCode`` for a diffusion model) and the
-            Langevin step size for its code space.
-        energies: name -> ``(weight, E)``.
-        judge: classifier of the success criterion; ``target``: its class index.
-        steps: Langevin iterations per run. grid: rounds the chains' codes (see
-            :func:`~dpmlatent.guidance.langevin`; makes float64 runs reproducible across CPUs).
 
-    Returns:
-        The rows, and ``{(model, energy): Guided}`` (plus ``{(model, None): G(z0)}``, the unguided samples).
+def rarity_gap(a_full: torch.Tensor, a_rare: torch.Tensor, b_full: torch.Tensor, b_rare: torch.Tensor, *,
+               seeds: int = 1, n_resamples: int = 2000) -> Interval:
+    """Does the gap between two kinds of model grow when the target is rare? The difference of differences
+
+        (share_a_rare - share_b_rare) - (share_a_full - share_b_full)
+        = mean(a_rare - a_full) - mean(b_rare - b_full),
+
+    where model ``a``'s full-data and rare-data versions are run from the *same* codes and noises
+    (chain ``i`` of ``a_full`` and of ``a_rare`` are paired), and likewise for ``b``; the two kinds are
+    independent. The interval is the BCa bootstrap of two independent samples of paired differences
+    (:func:`~dpmlatent.evidence.unpaired_bootstrap_ci`), printed as a share of its items.
     """
-    rows, runs = [], {}
-    for name, (g, z0, step_size) in models.items():
-        with torch.no_grad():
-            before = g(z0)
-        runs[name, None] = before
-        for energy_name, (weight, energy) in energies.items():
-            out = guide(g, energy, z0, weight=weight, steps=steps, step_size=step_size,
-                        generator=torch.Generator().manual_seed(seed), grid=grid, progress=progress)
-            runs[name, energy_name] = out
-            rows.append(coverage_row(name, energy_name, before, out, judge, target, threshold=threshold))
-    return rows, runs
+    for name, ok in (("a_full", a_full), ("a_rare", a_rare), ("b_full", b_full), ("b_rare", b_rare)):
+        _check_ok(ok, name)
+    if len(a_full) != len(a_rare) or len(b_full) != len(b_rare):
+        raise ValueError("a_full/a_rare (and b_full/b_rare) must hold the same chains, paired: got lengths "
+                         f"{len(a_full)}/{len(a_rare)} and {len(b_full)}/{len(b_rare)}")
+    da, db = a_rare.double() - a_full.double(), b_rare.double() - b_full.double()
+    iv = unpaired_bootstrap_ci(da, db, n_resamples=n_resamples)
+    return as_share(dataclasses.replace(iv, n=iv.n // seeds, seeds=seeds))
 
 
-def format_coverage_table(rows: list[CoverageRow]) -> Table:
-    """:class:`CoverageRow` s as a :class:`~dpmlatent.reporting.Table` (HTML in a notebook, text in
-    ``print``; name columns as wide as the longest name).
+def _mean(values: torch.Tensor) -> str:
+    """A mean over chains, to the first significant digit of its standard error."""
+    v = values.double()
+    return fmt(v.mean(), max(float(v.std() / math.sqrt(len(v))), 1e-12))
 
-    Shares are printed at the precision their number of samples supports
-    (:func:`~dpmlatent.reporting.fmt_fraction`: 48 samples, 2 decimals)."""
-    cols = [Column("model"), Column("energy"), Column("N", ">", 4), Column("success before", ">"),
-            Column("after", ">", 6), Column("E before", ">"), Column("E after", ">", 8), Column("diversity", ">")]
-    return Table(cols, [[r.model, r.energy, f"{r.num_samples}", fmt_fraction(r.success_before, r.num_samples),
-                         fmt_fraction(r.success, r.num_samples), f"{r.energy_before:.3f}", f"{r.energy_after:.3f}",
-                         f"{r.diversity:.2f}"] for r in rows])
+
+def _diversity(images: torch.Tensor) -> str:
+    """:func:`mean_pairwise_distance`, to the first significant digit of its standard error (the spread
+    of each image's mean distance to the others, over sqrt(k)); "-" for fewer than 3 images."""
+    if len(images) < 3:
+        return "-"
+    flat = images.reshape(len(images), -1).double()
+    row = torch.cdist(flat, flat).sum(1) / (len(flat) - 1)
+    return fmt(row.mean(), max(float(row.std() / math.sqrt(len(row))), 1e-12))
+
+
+def format_coverage_table(chains: Sequence[Chains], judges: dict[str, object], target: int, *,
+                          threshold: float = 0.9) -> Table:
+    """One row per (model, energy): Langevin settings, success before and after guidance under each
+    judge (Wilson intervals, at the precision of ``N x seeds`` chains), the energy before and after and
+    whether it settled, ``‖z‖²/d`` at the end and whether it settled (:meth:`Chains.plateau`), the share
+    of chains whose code ran away (``‖z‖²/d > 2``; 1 is the prior's typical value), and the diversity of
+    the successes under the first judge. Means print to the first significant digit of their standard
+    error over chains.
+
+    ``judges``: name -> classifier; the first one is the independent judge of the chapter's verdicts."""
+    if not judges:
+        raise ValueError("judges must name at least one classifier")
+    names = list(judges)
+    cols = [Column("model"), Column("energy"), Column("step", ">"), Column("steps", ">"), Column("chains", ">"),
+            Column(f"before ({names[0]})", ">")]
+    cols += [Column(f"success ({n}) [95% CI]", ">") for n in names]
+    cols += [Column("E before", ">"), Column("E after", ">"), Column("E settled", ">"), Column("|z|²/d", ">"),
+             Column("|z|²/d settled", ">"), Column("|z|²/d > 2", ">"), Column("diversity", ">")]
+    rows = []
+    for c in chains:
+        n = c.num_chains
+        ok0 = successes(judges[names[0]], c.before, target, threshold=threshold)
+        cells = [c.model, c.energy_name, f"{c.step_size:g}", f"{c.steps}", f"{n // c.seeds} x {c.seeds}",
+                 fmt_fraction(float(ok0.double().mean()), n)]
+        first_ok = None
+        for name in names:
+            ok = successes(judges[name], c.images, target, threshold=threshold)
+            first_ok = ok if first_ok is None else first_ok
+            cells.append(str(as_share(wilson_interval(int(ok.sum()), n))))
+        good = c.images[first_ok.to(c.images.device)]
+        runaway = float((c.sq_norm[-1] > 2).double().mean())
+        cells += [_mean(c.energy[0]), _mean(c.energy[-1]), "yes" if c.plateau("energy").plateaued else "no",
+                  _mean(c.sq_norm[-1]), "yes" if c.plateau("sq_norm").plateaued else "no", fmt_fraction(runaway, n),
+                  _diversity(good)]
+        rows.append(cells)
+    return Table(cols, rows)

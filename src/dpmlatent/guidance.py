@@ -10,6 +10,8 @@ with Langevin dynamics ``z <- z - (s/2) ∇U(z) + √s · n``, ``n ~ N(0, I)``.
 * :func:`langevin` — the generic sampler of ``p(z) ∝ exp(-U(z))`` (any ``U``, any shape of ``z``).
 * :func:`latent_energy` — builds ``U`` from a generator and an energy on images.
 * :func:`guide` — both together: Langevin on ``U``, then the images ``G(z)`` of the final codes.
+* :func:`plateau` — has a chain settled? The drift of a traced quantity (the energy, ``‖z‖²/d``)
+  over the last stretch of steps, with an interval, tested against a tolerance.
 * :func:`diffusion_generator` — ``G`` of a diffusion model, the sampler chain of
   :func:`dpmlatent.latent.decode`, checkpointed per step so that memory stays flat in the
   number of steps. A GAN's generator module is already a ``G`` (codes ``(B, latent_dim)`` -> images).
@@ -24,9 +26,17 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .evidence import Interval, bootstrap_ci
 from .latent import LatentCode, decode
 
-__all__ = ["LangevinResult", "langevin", "latent_energy", "diffusion_generator", "Guided", "guide"]
+__all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "latent_energy", "diffusion_generator", "Guided", "guide",
+           "Plateau", "plateau"]
+
+#: The grid (``langevin(grid=...)``) that makes float64 chains the same on every CPU: 2^-8 (about 0.004).
+#: Its rounding (a standard deviation of 0.001) is 25 times smaller than the step noise ``sqrt(s)`` at
+#: ``s = 0.01`` (0.1), and it is 10^9 times coarser than the differences between two kernel paths'
+#: float64 codes after a step (measured on the guidance chapter's chains: below 1e-12).
+PORTABLE_GRID = 2.0 ** -8
 
 
 @dataclasses.dataclass
@@ -51,7 +61,7 @@ def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
 
 
 def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
-             generator: torch.Generator | None = None, grid: float | None = None,
+             generator: torch.Generator | list[torch.Generator] | None = None, grid: float | None = None,
              progress: bool = True) -> LangevinResult:
     """Unadjusted Langevin dynamics for ``p(z) ∝ exp(-energy_fn(z))``.
 
@@ -67,15 +77,20 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
         steps: number of iterations, >= 1.
         step_size: ``s`` > 0.
         generator: draws the noises ``n`` (``randn_tensor``: a CPU generator gives the same chain
-            on every device).
+            on every device). A list of ``k`` generators splits the batch into ``k`` equal blocks, each
+            with its own noise: block ``i`` gets exactly the noise a run of that block alone with
+            ``generator[i]`` gets (several seeds' chains in one batch).
         grid: if given (> 0), ``z`` is rounded to a multiple of ``grid`` after every step. A chain
             through a sharp energy is chaotic: a rounding difference of 1e-16 between two CPUs' kernels
             grows to O(1) within tens of steps (measured on the guidance chapter, even in float64).
             Rounding to a grid much coarser than the rounding noise and much finer than the step's
             noise ``sqrt(step_size)`` wipes the difference out at every step, so the same chain comes
-            out on every machine (unless a value lands within rounding noise of a grid boundary, with
-            probability ~ noise / grid per number and step). Use it in float64 with e.g. ``2**-20``;
-            in float32 the rounding noise (~1e-7) is too close to any useful grid.
+            out on every machine unless a value lands within the kernels' difference of a boundary
+            between two grid points: per number and step that has probability ~ 2 x difference / grid,
+            and a 704-dimensional code of 48 chains runs through 10^6 numbers in 60 steps. ``2**-20``
+            was not enough between two machines (whose BLAS libraries also sum in another order);
+            use :data:`PORTABLE_GRID` (``2**-8``) in float64. In float32 the rounding noise (~1e-7) is
+            too close to any useful grid.
         progress: tqdm bar.
 
     Returns:
@@ -89,6 +104,11 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
         raise ValueError(f"grid must be None or a number > 0, got {grid!r}")
     flat, unflat = _as_flat(z0)
     batch = len(flat)
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    if not gens or batch % len(gens) or not all(g is None or isinstance(g, torch.Generator) for g in gens):
+        raise ValueError(f"generator must be a torch.Generator, None, or a list of generators whose number divides "
+                         f"the batch ({batch}), got {generator!r}")
+    block = (batch // len(gens), *flat.shape[1:])
 
     def energy_and_grad(flat):
         flat = flat.detach().requires_grad_(True)
@@ -104,7 +124,7 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
     u, grad = energy_and_grad(flat)
     energies.append(u.cpu())
     for _ in tqdm(range(steps), desc="langevin", disable=not progress):
-        noise = randn_tensor(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)
+        noise = torch.cat([randn_tensor(block, generator=g, device=flat.device, dtype=flat.dtype) for g in gens])
         flat = flat.detach() - 0.5 * step_size * grad + step_size ** 0.5 * noise
         if grid is not None:
             flat = torch.round(flat / grid) * grid
@@ -188,3 +208,61 @@ def guide(generator_fn: Callable, energy: Callable, z0, *, weight: float, steps:
     with torch.no_grad():
         images = generator_fn(result.z)
     return Guided(images, torch.stack(trace), result)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plateau:
+    """Has a traced quantity settled? ``drift``: the mean over the last ``window`` steps minus the mean
+    over the ``window`` steps before, averaged over chains, with its bootstrap interval over chains
+    (:class:`~dpmlatent.evidence.Interval`); ``level``: the mean over the last window (``level_se``: its
+    standard error over chains); ``tolerance``: the relative drift accepted; ``plateaued``: the whole interval lies within ``± tolerance · scale``
+    (an equivalence test: a drift that is small but too noisy to bound does not pass)."""
+
+    drift: Interval
+    level: float
+    level_se: float
+    window: int
+    tolerance: float
+    plateaued: bool
+
+
+def plateau(trace: torch.Tensor, *, window: int | None = None, tolerance: float = 0.05, scale: str = "level",
+            generator: torch.Generator | None = None) -> Plateau:
+    """Test whether ``trace`` ``(steps + 1, chains)`` (e.g. ``Guided.energies``, or ``‖z‖²/d`` per
+    iterate) has stopped drifting: per chain, ``d = mean(last window) - mean(window before)``;
+    the drift is ``mean(d)`` with a 95% BCa interval over chains (:func:`dpmlatent.evidence.bootstrap_ci`),
+    and the chain counts as settled when ``max(|low|, |high|) <= tolerance · scale``, where ``scale`` is
+    ``"level"``: ``|mean of the last window|`` (for a quantity that should settle at a value, such as
+    ``‖z‖²/d``), or ``"change"``: ``|mean of the last window - mean of the first iterate|``, the whole
+    change along the chain (for an energy that guidance drives towards 0: "the last stretch moved it by
+    less than 5% of what the chain moved it in all").
+
+    Args:
+        trace: ``(T, B)`` with ``T >= 2 · window`` and ``B >= 2``, finite.
+        window: steps per window, default a quarter of the trace (at least 1).
+        tolerance: relative drift accepted, in (0, 1); 5% by default.
+        scale: ``"level"`` or ``"change"`` (see above).
+        generator: for the bootstrap (default: seeded 0).
+
+    Returns:
+        :class:`Plateau`.
+    """
+    if not isinstance(trace, torch.Tensor) or trace.ndim != 2 or trace.shape[1] < 2:
+        raise ValueError(f"trace must be a (steps + 1, chains) tensor with at least 2 chains, got "
+                         f"{getattr(trace, 'shape', type(trace).__name__)}")
+    if window is None:
+        window = max(1, len(trace) // 4)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1 or 2 * window > len(trace):
+        raise ValueError(f"window must be an integer in [1, {len(trace) // 2}] (half the trace), got {window!r}")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    if scale not in ("level", "change"):
+        raise ValueError(f"scale must be 'level' or 'change', got {scale!r}")
+    t = trace.detach().to("cpu", torch.float64)
+    last, before = t[-window:].mean(0), t[-2 * window:-window].mean(0)
+    drift = bootstrap_ci(last - before, generator=generator)
+    level = float(last.mean())
+    ref = abs(level) if scale == "level" else abs(level - float(t[0].mean()))
+    ok = max(abs(drift.low), abs(drift.high)) <= tolerance * ref
+    se = float(last.std() / len(last) ** 0.5)
+    return Plateau(drift, level, se, window, float(tolerance), bool(ok))
