@@ -156,6 +156,25 @@ def test_learn_delta_h_lowers_its_loss_and_leaves_the_unet_frozen(tiny_unet, per
         learn_delta_h(tiny_unet, sched, traj, ts, brighter, t_edit=300, num_inference_steps=6, init_std=0.0)
 
 
+@pytest.mark.parametrize("per_step", [False, True])
+def test_learn_delta_h_trains_every_per_step_direction_as_long_as_a_global_one(tiny_unet, per_step):
+    sched = _ddim(clip_sample=False)
+    traj, ts = _trajectories(tiny_unet, sched, n=6)
+    n_edit = edit_steps(ts, 300)
+    seen = []
+
+    def recording(p_edit, p):                                   # p: the cached unshifted prediction
+        seen.append((len(p_edit), float((p_edit - p).detach().abs().max())))
+        return -(p_edit - p).flatten(1).mean(1)
+    d = learn_delta_h(tiny_unet, sched, traj, ts, recording, t_edit=300, num_inference_steps=6, per_step=per_step,
+                      iterations=5, batch_size=4, lr=1e-9, init_std=1e-9,
+                      generator=torch.Generator().manual_seed(0), progress=False)
+    # per step: every step's direction sees batch_size images at every iteration; global: one step
+    assert [n for n, _ in seen] == [4] * (5 * (n_edit if per_step else 1)) and len(d.losses) == 5
+    # the cached P belongs to the same images and step as P_edit (a shift of ~1e-9 moves P_edit by less)
+    assert max(diff for _, diff in seen) < 1e-5 and n_edit > 1
+
+
 def test_directional_clip_loss():
     from dpmlatent.clip import make_clip
     from dpmlatent.energies import clip_embed_images, clip_embed_text
@@ -191,3 +210,39 @@ def test_step_weights_match_the_ddim_closed_form(eta):
         w_p, w_d = step_weights(s, t, eta, like)
         torch.testing.assert_close(w_p, (-(ap * (1 - a) / a).sqrt()).expand_as(like), rtol=1e-5, atol=0)
         torch.testing.assert_close(w_d, (1 - ap - sigma2).sqrt().expand_as(like), rtol=1e-5, atol=1e-7)
+
+
+def test_matched_asyrp_brackets_the_level_between_two_scales_of_every_direction(tiny_unet):
+    """matched_asyrp reads the edits off at a mean SSIM between two neighbouring scales; its per-edit
+    scores are edit_scores of direct asyrp_decode runs with each training seed's direction."""
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+    from dpmlatent.edit_experiment import edit_scores, edit_task, matched_asyrp
+    from dpmlatent.encoder import ddim_invert
+
+    task = edit_task("weight", num_images=6)
+    sched = _ddim(clip_sample=False)
+    z = ddim_invert(tiny_unet, sched, task.images, num_inference_steps=6)
+    torch.manual_seed(0)
+    clf, dom = DigitClassifier().eval(), DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    h = bottleneck(tiny_unet, task.images[:1], z.timesteps[0])[0]
+    directions = {s: 3.0 * torch.randn(h.shape, generator=torch.Generator().manual_seed(s)) for s in (0, 1)}
+
+    def direct(scale, seed):
+        with torch.no_grad():
+            out = asyrp_decode(tiny_unet, sched, z, directions[seed], t_edit=300, eta=0.0, scale=scale)
+        return edit_scores(task, out, digit_classifier=clf, domain_classifier=dom)
+
+    ssim = {k: float(torch.stack([direct(k * 0.5, s)["ssim"] for s in (0, 1)]).mean()) for k in (2, 3)}
+    assert ssim[2] > ssim[3]
+    level = (ssim[2] + ssim[3]) / 2
+    p = matched_asyrp(tiny_unet, sched, task, z, directions, level, t_edit=300, digit_classifier=clf,
+                      domain_classifier=dom, scale_step=0.5, max_scale=4.0, start=1.0)
+    assert p.steps == (2, 3) and p.weight == pytest.approx(0.5) and p.seeds == 2
+    assert p.strength * 4.0 == pytest.approx(1.25)                 # the matched scale
+    assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
+    assert torch.equal(p.hi["ink"][1], direct(1.5, 1)["ink"])
+    with pytest.raises(ValueError, match="whole multiple"):
+        matched_asyrp(tiny_unet, sched, task, z, directions, level, t_edit=300, digit_classifier=clf,
+                      domain_classifier=dom, scale_step=0.3, max_scale=4.0)
+    with pytest.raises(ValueError, match="directions must be"):
+        matched_asyrp(tiny_unet, sched, task, z, {}, level, t_edit=300, digit_classifier=clf, domain_classifier=dom)

@@ -34,7 +34,7 @@ from .reporting import Column, Table, share_column
 from .text import caption
 
 __all__ = ["KINDS", "DIGIT_PAIRS", "EditTask", "edit_task", "EditRow", "edit_scores", "evaluate_edit", "edit_sweep",
-           "EDIT_ETA", "matched_edit",
+           "EDIT_ETA", "matched_edit", "matched_asyrp",
            "SCORES", "best_success", "select_by_clip", "PSNR_EXACT", "format_edit_table"]
 
 KINDS = ("digit", "domain", "weight")
@@ -190,6 +190,50 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
                        name=label or method, max_moves=max_moves)
+
+
+def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: float, *, t_edit: int, digit_classifier,
+                  domain_classifier, clip=None, eta: float = 0.0, scale_step: float = 0.25, max_scale: float = 8.0,
+                  start: float | None = None, label: str = "asyrp", max_moves: int = 12):
+    """Edit ``task`` with learned h-space directions (Asyrp, :func:`dpmlatent.hspace.asyrp_decode`)
+    at the scale where the mean SSIM to the inputs is ``level``, and score every edit there.
+
+    The knob is the scale of ``delta_h`` on the grid ``k * scale_step`` (``k = 1 .. max_scale /
+    scale_step``): :func:`dpmlatent.matching.match_level` brackets ``level`` between two neighbouring
+    scales over all ``directions`` and interpolates, as :func:`matched_edit` does over a sampler's
+    step count. Decoding is deterministic, so what varies between "seeds" is the direction:
+    ``directions`` maps a training seed to its ``delta_h`` (a tensor, or a list of per-step tensors).
+
+    Args:
+        z: the inputs' latent code (``ddim_invert`` for ``eta = 0``, or ``dpm_encode`` with ``eta``).
+        t_edit: the editing interval, as in :func:`~dpmlatent.hspace.asyrp_decode`.
+        start: the first guess, a scale in ``(0, max_scale]`` (default ``max_scale / 2``).
+
+    Returns:
+        :class:`~dpmlatent.matching.MatchedPoint` whose ``strength`` is the matched scale divided by
+        ``max_scale``; the scale itself is ``strength * max_scale``.
+    """
+    from .hspace import asyrp_decode
+    from .matching import match_level
+
+    if not isinstance(directions, dict) or not directions:
+        raise ValueError("directions must be a non-empty dict {training seed: delta_h}")
+    if not (isinstance(scale_step, (int, float)) and isinstance(max_scale, (int, float))
+            and 0 < scale_step < max_scale):
+        raise ValueError(f"scale_step and max_scale must satisfy 0 < scale_step < max_scale, got {scale_step}, {max_scale}")
+    n = round(max_scale / scale_step)
+    if abs(n * scale_step - max_scale) > 1e-9 * max_scale:
+        raise ValueError(f"max_scale ({max_scale}) must be a whole multiple of scale_step ({scale_step})")
+    if start is not None and not 0 < start <= max_scale:
+        raise ValueError(f"start must be a scale in (0, {max_scale}], got {start!r}")
+
+    def run(k: int, seed: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = asyrp_decode(unet, scheduler, z, directions[seed], t_edit=t_edit, eta=eta, scale=k * scale_step)
+        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+
+    return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),
+                       start=0.5 if start is None else start / max_scale, name=label, max_moves=max_moves)
 
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",

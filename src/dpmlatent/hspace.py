@@ -24,7 +24,8 @@ or by DDIM inversion (Asyrp's own setting, eta = 0).
 
 :func:`learn_delta_h` learns ``dh`` for a loss on the predicted clean images, e.g. the
 directional CLIP loss of :func:`directional_clip_loss`, as Asyrp does: one UNet evaluation per
-sample, at a random step of the editing interval, along the images' own trajectories.
+sample, at a random step of the editing interval (or, for per-step directions, at every step),
+along the images' own trajectories.
 """
 
 from __future__ import annotations
@@ -237,13 +238,20 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     trajectories, predicts the clean image with and without the shift (``P_edit``, ``P``;
     :func:`predicted_x0` of a copy of the scheduler without clipping or thresholding, whose
     gradients would vanish on saturated pixels) and takes an Adam step on ``loss_fn(P_edit, P).mean()``.
+    With ``per_step=True`` every iteration does this at *every* step of the interval, each step's
+    ``delta_h[k]`` on its own ``batch_size`` images (the losses summed, one Adam step), so each
+    per-step direction is trained as long as a global one: ``iterations`` updates from
+    ``batch_size`` images each (and the iteration costs ``n_edit`` times as many UNet calls). The
+    unshifted ``P`` of every recorded state in the interval is computed once, before the first
+    iteration (it costs the memory of those states once more).
 
     Args:
         trajectories: ``(S, N, C, H, W)``: the states ``x_t`` of ``N`` images at the sampler's
             ``S`` timesteps, e.g. recorded with ``decode(..., callback=...)`` from their codes.
         timesteps: the ``S`` timesteps (descending) of those states.
         loss_fn: ``loss_fn(p_edit, p) -> (B,)``, e.g. :func:`directional_clip_loss`.
-        per_step: one ``delta_h`` per edited step (Asyrp's ``dh_t``) instead of one for all.
+        per_step: one ``delta_h`` per edited step (Asyrp's ``dh_t``) instead of one for all, each
+            trained at every iteration (see above).
         init_std: ``delta_h`` starts at ``N(0, init_std^2)`` drawn from ``generator`` (a CPU
             generator; not at 0, where the directional loss has no gradient direction).
     """
@@ -274,7 +282,7 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     opt = torch.optim.Adam([delta], lr=lr)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     unet.requires_grad_(False)                                      # frozen: gradients reach delta only
-    losses = []
+    losses = []          # per iteration: the loss (with per_step, the mean over the steps' losses)
     try:
         _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses, n_edit=n_edit, per_step=per_step,
                iterations=iterations, batch_size=batch_size, generator=generator, progress=progress)
@@ -288,19 +296,35 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
 def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses, *, n_edit, per_step, iterations,
            batch_size, generator, progress) -> None:
     n_images = trajectories.shape[1]
+    b = min(batch_size, n_images)
+
+    def predict(x, t):
+        return predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
+
+    # The unshifted predictions P of every recorded state in the interval do not depend on delta:
+    # computed once, in chunks of the training batch, not again at every iteration.
+    with torch.no_grad():
+        plain = torch.stack([torch.cat([predict(trajectories[k, i:i + b].to(delta.device), timesteps[k])
+                                        for i in range(0, n_images, b)]) for k in range(n_edit)])
     for _ in tqdm(range(iterations), desc="learn delta_h", disable=not progress):
-        idx = torch.randint(n_images, (min(batch_size, n_images),), generator=generator)
-        k = int(torch.randint(n_edit, (1,), generator=generator))
-        t, x = timesteps[k], trajectories[k, idx].to(delta.device)
-        with torch.no_grad():
-            p = predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
-        with shift_bottleneck(unet, delta[k if per_step else 0]):
-            p_edit = predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
-        loss = loss_fn(p_edit, p).mean()
         opt.zero_grad()
-        loss.backward()
+        if per_step:
+            # every step of the interval trains its own delta[k] on b images at every iteration:
+            # each per-step direction gets as much training as the global one
+            draws = [(k, torch.randint(n_images, (b,), generator=generator)) for k in range(n_edit)]
+        else:
+            idx = torch.randint(n_images, (b,), generator=generator)
+            draws = [(int(torch.randint(n_edit, (1,), generator=generator)), idx)]
+        total = 0.0
+        for k, idx in draws:
+            t, x = timesteps[k], trajectories[k, idx].to(delta.device)
+            with shift_bottleneck(unet, delta[k if per_step else 0]):
+                p_edit = predict(x, t)
+            loss = loss_fn(p_edit, plain[k, idx.to(plain.device)]).mean()
+            loss.backward()
+            total += loss.item()
         opt.step()
-        losses.append(loss.item())
+        losses.append(total / len(draws))
 
 
 def directional_clip_loss(model, tokenizer, source_prompts: str | Sequence[str], target_prompts: str | Sequence[str], *,
