@@ -171,6 +171,11 @@ def test_frechet_reference_matches_frechet_distance():
         fd(feats[:, :4])
     with pytest.raises(ValueError, match="reference must be an"):
         metrics.FrechetReference(ref[0])
+    # from moments: the features' own moments give the same FD; the reference's own give 0
+    assert fd.to_moments(feats.mean(0), torch.cov(feats.T)) == fd(feats)
+    assert fd.to_moments(ref.mean(0), torch.cov(ref.T)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="mean and cov must be"):
+        fd.to_moments(feats.mean(0), torch.eye(4, dtype=torch.float64))
 
 
 def _task(tiny_unet, n=12):

@@ -65,10 +65,17 @@ class FrechetReference:
         if feats.ndim != 2 or feats.shape[1] != len(self.mean) or len(feats) < 2:
             raise ValueError(f"feats must be (N, {len(self.mean)}) with N >= 2, got {tuple(feats.shape)}")
         a = feats.detach().to("cpu", torch.float64)
-        cov_a = torch.cov(a.T)
-        m = self.cov_sqrt @ cov_a @ self.cov_sqrt
+        return self.to_moments(a.mean(0), torch.cov(a.T))
+
+    def to_moments(self, mean: torch.Tensor, cov: torch.Tensor) -> float:
+        """The FD from a Gaussian with ``mean`` ``(D,)`` and covariance ``cov`` ``(D, D)`` (float64 on
+        the CPU; e.g. a population's exact moments) to the reference."""
+        if mean.shape != self.mean.shape or cov.shape != (len(self.mean), len(self.mean)):
+            raise ValueError(f"mean and cov must be ({len(self.mean)},) and ({len(self.mean)}, {len(self.mean)}), "
+                             f"got {tuple(mean.shape)} and {tuple(cov.shape)}")
+        m = self.cov_sqrt @ cov @ self.cov_sqrt
         root = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
-        return float(((a.mean(0) - self.mean) ** 2).sum() + cov_a.trace() + self.trace - 2 * root)
+        return float(((mean - self.mean) ** 2).sum() + cov.trace() + self.trace - 2 * root)
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
