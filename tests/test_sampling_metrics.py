@@ -50,6 +50,12 @@ def test_quality_row_counts():
     assert 0 <= row.confident <= 1 and row.frechet == pytest.approx(0.0, abs=1e-3)
     assert row.num_samples == 32 and "random" in str(metrics.format_table([row]))
     assert f" {row.confident:.2f} " in str(metrics.format_table([row]))     # 32 samples: 2 decimals
+    fd = row.frechet_ci                                                       # the same images: FD near 0
+    assert fd.n == 32 and fd.method == "jackknife" and fd.contains(0.0) and str(fd) in str(metrics.format_table([row]))
+    bare = metrics.QualityRow("bare", 1.0, [1.0], 0.0)
+    assert str(metrics.format_table([bare])).rstrip().endswith("-")
+    with pytest.raises(ValueError, match="no leave-one-out"):
+        bare.frechet_ci
     with pytest.raises(ValueError, match="threshold"):
         metrics.quality_row("x", x, clf, x, threshold=1.5)
 
@@ -68,3 +74,19 @@ def test_nearest_mean_accuracy():
         nearest_mean_accuracy(noise, labels[:10])
     with pytest.raises(ValueError, match="train_fraction"):
         nearest_mean_accuracy(noise, labels, train_fraction=1.0)
+
+
+def test_frechet_leave_one_out_matches_the_direct_computation():
+    g = torch.Generator().manual_seed(1)
+    ref = metrics.FrechetReference(torch.randn(100, 5, generator=g, dtype=torch.float64))
+    feats = torch.randn(20, 3, 5, generator=g) + 3                          # 20 inputs x 3 seeds, float32
+    direct = torch.tensor([ref(torch.cat([feats[:i], feats[i + 1:]]).reshape(-1, 5)) for i in range(20)],
+                          dtype=torch.float64)
+    assert torch.allclose(ref.leave_one_out(feats), direct, rtol=0, atol=1e-9)
+    flat = feats[:, 0]                                                      # one row per input
+    assert torch.allclose(ref.leave_one_out(flat)[:2],
+                          torch.tensor([ref(flat[1:]), ref(torch.cat([flat[:1], flat[2:]]))], dtype=torch.float64))
+    with pytest.raises(ValueError, match="feats must be"):
+        ref.leave_one_out(torch.randn(4, 3, 6))
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        ref.leave_one_out(torch.randn(2, 1, 5))

@@ -114,6 +114,14 @@ class MatchedPoint:
             parts.append(reference(f.reshape(-1, f.shape[-1])))
         return (1 - self.weight) * parts[0] + self.weight * parts[1]
 
+    def frechet_leave_one_out(self, reference: metrics.FrechetReference) -> torch.Tensor:
+        """``(inputs,)``: :meth:`frechet` with each input (all its seeds' outputs) left out in turn
+        (:meth:`~dpmlatent.metrics.FrechetReference.leave_one_out` on both neighbours, interpolated)."""
+        if "features" not in self.lo:
+            raise ValueError(f"{self.method} holds no features; the run must return 'features' for an FD")
+        lo, hi = (reference.leave_one_out(side["features"]) for side in (self.lo, self.hi))
+        return (1 - self.weight) * lo + self.weight * hi
+
     def interpolation_error(self, score: str, reference: metrics.FrechetReference | None = None) -> float:
         """How far linear interpolation in faithfulness misses a directly computed point, on the first
         seed: the score at the middle of three consecutive step counts read off between the outer two,
@@ -237,9 +245,11 @@ def matched_difference(a: MatchedPoint, b: MatchedPoint, score: str, *, referenc
 
     For a per-input score the values are ``(seeds, inputs)`` tables resampled over inputs and seeds
     (the pigeonhole bootstrap). For ``score="frechet"`` (needs ``reference``, a
-    :class:`~dpmlatent.metrics.FrechetReference`) the inputs are resampled, each with all its seeds'
-    outputs, and both FDs are recomputed on every resample. ``a`` and ``b`` must have been computed
-    on the same inputs with the same seeds.
+    :class:`~dpmlatent.metrics.FrechetReference`) the interval is the bias-corrected jackknife of
+    :func:`~dpmlatent.evidence.jackknife_ci` (each input left out with all its seeds' outputs, both
+    FDs recomputed; the estimate is the bias-corrected difference, and ``n_resamples`` and
+    ``generator`` are not used): the bootstrap fails for FD (``benchmarks/fd_interval_coverage.py``).
+    ``a`` and ``b`` must have been computed on the same inputs with the same seeds.
     """
     from . import evidence
 
@@ -252,7 +262,7 @@ def matched_difference(a: MatchedPoint, b: MatchedPoint, score: str, *, referenc
     if score == "frechet":
         if not isinstance(reference, metrics.FrechetReference):
             raise TypeError("score='frechet' needs reference=metrics.FrechetReference(real_features)")
-        idx = torch.arange(shape_a[1])
-        iv = evidence.bootstrap_ci(idx, statistic=lambda i: a.frechet(reference, i) - b.frechet(reference, i), **kw)
-        return dataclasses.replace(iv, seeds=a.seeds)
+        return evidence.jackknife_ci(a.frechet(reference) - b.frechet(reference),
+                                     a.frechet_leave_one_out(reference) - b.frechet_leave_one_out(reference),
+                                     level=level, seeds=a.seeds)
     return evidence.paired_bootstrap_ci(a.values(score), b.values(score), **kw)
