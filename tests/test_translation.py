@@ -255,7 +255,13 @@ def test_matched_difference_is_paired(tiny_unet):
     d = matched_difference(a, b, "realism")
     assert d.estimate == pytest.approx(float(a.values("realism").mean() - b.values("realism").mean()))
     assert d.seeds == 3 and d.n == 12 and d.low <= d.estimate <= d.high
-    f = matched_difference(a, b, "frechet", reference=ref, n_resamples=200)
-    assert f.estimate == pytest.approx(a.frechet(ref) - b.frechet(ref)) and f.seeds == 3
+    f = matched_difference(a, b, "frechet", reference=ref)
+    # the bias-corrected jackknife: each input left out with all its seeds, the two FDs recomputed
+    keep = [torch.cat([torch.arange(i), torch.arange(i + 1, 12)]) for i in range(12)]
+    loo = torch.tensor([a.frechet(ref, k) - b.frechet(ref, k) for k in keep], dtype=torch.float64)
+    assert torch.allclose(a.frechet_leave_one_out(ref) - b.frechet_leave_one_out(ref), loo, rtol=0, atol=1e-8)
+    plain = a.frechet(ref) - b.frechet(ref)
+    assert f.estimate == pytest.approx(12 * plain - 11 * float(loo.mean()), abs=1e-7)
+    assert f.method == "jackknife" and f.seeds == 3 and f.n == 12 and f.low < f.estimate < f.high
     with pytest.raises(TypeError, match="FrechetReference"):
         matched_difference(a, b, "frechet")
