@@ -36,23 +36,14 @@ BOOT, PLAIN, CORRECTED = "bootstrap (BCa, with replacement)", "jackknife, plain 
 
 def simulate(dim: int, equal: bool, inputs: int, seeds: int, replicates: int, n_resamples: int,
              bootstrap: bool) -> dict:
-    g = torch.Generator().manual_seed(0)
     f64 = dict(dtype=torch.float64)
-    ref = metrics.FrechetReference(torch.randn(1000, dim, generator=g, **f64))
-    mu_a, mu_b = torch.zeros(dim, **f64), torch.zeros(dim, **f64)
-    mu_a[0], mu_b[1] = 0.4, 0.2
-    la = 1.1 * torch.eye(dim, **f64)
-    lb = la if equal else torch.diag(torch.linspace(0.6, 1.3, dim, **f64))
-    noise = 0.5
-    eye = torch.eye(dim, **f64)
-    truth = ref.to_moments(mu_a, la @ la.T + noise ** 2 * eye) - ref.to_moments(mu_b, lb @ lb.T + noise ** 2 * eye)
+    ref, truth, draw = metrics.simulated_fd_difference(dim, equal=equal, reference_size=1000, noise=0.5,
+                                                       generator=torch.Generator().manual_seed(0))
     names = ((BOOT,) if bootstrap else ()) + (PLAIN, CORRECTED)
     found = {k: {"estimate": [], "low": [], "high": []} for k in names}
     everyone = torch.arange(inputs)
     for r in range(replicates):
-        u = torch.randn(inputs, 1, dim, generator=g, **f64)                       # the input's own effect
-        fa = mu_a + u @ la.T + noise * torch.randn(inputs, seeds, dim, generator=g, **f64)
-        fb = mu_b + u @ lb.T + noise * torch.randn(inputs, seeds, dim, generator=g, **f64)
+        fa, fb = draw(inputs, seeds)                      # an input effect both methods share, per-seed noise
         est = ref(fa.reshape(-1, dim)) - ref(fb.reshape(-1, dim))
         jack = evidence.jackknife_ci(est, ref.leave_one_out(fa) - ref.leave_one_out(fb))
         out = {CORRECTED: jack, PLAIN: (est, est - jack.half_width, est + jack.half_width)}

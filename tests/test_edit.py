@@ -221,6 +221,16 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     assert row.num_images == 5 and f" {row.success:.1f} " in str(format_edit_table([row]))   # 5 edits: 1 decimal
     with pytest.raises(ValueError, match="success: the row does not record how many"):
         format_edit_table([dataclasses.replace(row, num_images=None)])
+    # the row's shares as counts of its 5 edits, with their Wilson interval; the ink ratio from the same inks
+    from dpmlatent.edit_experiment import EditRow
+    from dpmlatent.evidence import wilson_interval
+    for key in EditRow.SHARES:
+        assert row.count(key) / 5 == getattr(row, key) and row.share_interval(key) == wilson_interval(row.count(key), 5)
+    assert row.ink_ratio == pytest.approx(float(metrics.ink(edited).mean() / metrics.ink(x).mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="score must be one of"):
+        row.count("psnr")
+    with pytest.raises(ValueError, match="no num_images"):
+        dataclasses.replace(row, num_images=None).count("success")
     # a float32 classifier reads float64 edits (metrics.classify casts to the classifier's dtype)
     row64 = evaluate_edit(task, edited.double(), method="flip", strength=1.0, guidance_scale=1.0,
                           digit_classifier=clf, domain_classifier=dom)

@@ -264,3 +264,22 @@ def test_mismatch_gain_matches_the_ddim_closed_form_and_splits_the_encoded_noise
     torch.testing.assert_close(eps, fresh + mismatch_gain(s, t, eta, xt) * (x0 - x0_hat))
     # the deterministic last step (set_alpha_to_one=True) has no noise: infinite gain
     assert torch.isinf(mismatch_gain(s, int(s.timesteps[-1]), eta, like)).all()
+
+
+def test_last_step_share_and_rms_read_the_codes_noises():
+    from dpmlatent.encoder import last_step_rms, last_step_share
+    from dpmlatent.latent import LatentCode
+
+    g = torch.Generator().manual_seed(0)
+    noises = torch.randn(5, 3, 1, 8, 8, generator=g, dtype=torch.float64)
+    noises[1, 0] *= 2.0                              # image 0: excess variance in step 1
+    noises[3] *= torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64).view(3, 1, 1, 1)   # the last stochastic step
+    noises[4] = 0.0                                  # the deterministic last step stores 0
+    z = LatentCode(torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64), noises, torch.arange(5).flip(0) * 200, 5)
+    excess = (noises[:4].flatten(2).var(2) - 1).clamp(min=0)
+    torch.testing.assert_close(last_step_share(z), excess[3] / excess.sum(0))
+    assert last_step_share(z)[0] > 0.5 and 0 <= last_step_share(z)[1] <= 1
+    torch.testing.assert_close(last_step_rms(z), noises[3].flatten(1).square().mean(1).sqrt())
+    assert abs(float(last_step_rms(z)[0]) - 3.0) < 0.6
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        last_step_share(LatentCode(z.x_start, noises[:1], z.timesteps[:1], 1))

@@ -241,27 +241,39 @@ def test_a_share_prints_at_the_precision_its_items_support():
         as_share(0.5)
 
 
+def test_a_scaled_interval_scales_every_number():
+    from dpmlatent.evidence import Interval, as_share
+
+    iv = as_share(Interval(0.5, 0.4, 0.7, 64, seeds=3, method="bca"))
+    half = iv.scaled(0.5)
+    assert (half.estimate, half.low, half.high, half.resolution) == (0.25, 0.2, 0.35, iv.resolution * 0.5)
+    assert (half.n, half.seeds, half.method, half.level) == (64, 3, "bca", 0.95)
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="factor"):
+            iv.scaled(bad)
+
+
 # --- the bias-corrected jackknife (the interval of a Frechet distance) --------------------------
 
 def _fd_world(dim, equal=False, seed=0):
-    """Two methods' Gaussian features on shared inputs (an input effect both share, per-seed noise)
-    and the exact population FD difference to a fixed reference (as in benchmarks/fd_interval_coverage.py)."""
+    """The known-truth world of benchmarks/fd_interval_coverage.py, with a reference of 500."""
     from dpmlatent import metrics
-    g, f64 = torch.Generator().manual_seed(seed), dict(dtype=torch.float64)
-    ref = metrics.FrechetReference(torch.randn(500, dim, generator=g, **f64))
-    mu_a, mu_b = torch.zeros(dim, **f64), torch.zeros(dim, **f64)
-    mu_a[0], mu_b[1] = 0.4, 0.2
-    la = 1.1 * torch.eye(dim, **f64)
-    lb = la if equal else torch.diag(torch.linspace(0.6, 1.3, dim, **f64))
-    eye = 0.25 * torch.eye(dim, **f64)
-    truth = ref.to_moments(mu_a, la @ la.T + eye) - ref.to_moments(mu_b, lb @ lb.T + eye)
+    return metrics.simulated_fd_difference(dim, equal=equal, reference_size=500,
+                                           generator=torch.Generator().manual_seed(seed))
 
-    def draw(inputs=64, seeds=3):
-        u = torch.randn(inputs, 1, dim, generator=g, **f64)
-        fa = mu_a + u @ la.T + 0.5 * torch.randn(inputs, seeds, dim, generator=g, **f64)
-        fb = mu_b + u @ lb.T + 0.5 * torch.randn(inputs, seeds, dim, generator=g, **f64)
-        return fa, fb
-    return ref, truth, draw
+
+def test_simulated_fd_world_is_reproducible_and_checks_its_input():
+    from dpmlatent import metrics
+    (r1, t1, d1), (r2, t2, d2) = _fd_world(4), _fd_world(4)
+    assert t1 == t2 and all(torch.equal(x, y) for x, y in zip(d1(5, 2), d2(5, 2)))
+    assert d1(5, 2)[0].shape == (5, 2, 4)
+    ref, truth, _ = _fd_world(4, equal=True)                 # equal covariances: only the means differ
+    mu_a, mu_b = torch.tensor([0.4, 0, 0, 0], dtype=torch.float64), torch.tensor([0, 0.2, 0, 0], dtype=torch.float64)
+    assert truth == pytest.approx(float(((mu_a - ref.mean) ** 2).sum() - ((mu_b - ref.mean) ** 2).sum()), abs=1e-9)
+    with pytest.raises(ValueError, match="dim"):
+        metrics.simulated_fd_difference(1)
+    with pytest.raises(ValueError, match="reference_size"):
+        metrics.simulated_fd_difference(3, reference_size=1)
 
 
 def test_jackknife_of_a_mean_is_the_textbook_interval():

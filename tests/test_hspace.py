@@ -246,3 +246,14 @@ def test_matched_asyrp_brackets_the_level_between_two_scales_of_every_direction(
                       domain_classifier=dom, scale_step=0.3, max_scale=4.0)
     with pytest.raises(ValueError, match="directions must be"):
         matched_asyrp(tiny_unet, sched, task, z, {}, level, t_edit=300, digit_classifier=clf, domain_classifier=dom)
+    # one code per training seed: seed 1's edits are decoded from its own code
+    z1 = ddim_invert(tiny_unet, sched, task.images.flip(0).contiguous(), num_inference_steps=6)
+    q = matched_asyrp(tiny_unet, sched, task, {0: z, 1: z1}, directions, level, t_edit=300, digit_classifier=clf,
+                      domain_classifier=dom, scale_step=0.5, max_scale=4.0, start=1.0)
+    with torch.no_grad():
+        out = asyrp_decode(tiny_unet, sched, z1, directions[1], t_edit=300, eta=0.0, scale=q.steps[1] * 0.5)
+    assert torch.equal(q.hi["ink"][1], edit_scores(task, out, digit_classifier=clf, domain_classifier=dom)["ink"])
+    assert torch.equal(q.hi["ink"][0], direct(q.steps[1] * 0.5, 0)["ink"])
+    with pytest.raises(ValueError, match="one code per training seed"):
+        matched_asyrp(tiny_unet, sched, task, {0: z}, directions, level, t_edit=300, digit_classifier=clf,
+                      domain_classifier=dom)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dpmlatent import metrics
-from dpmlatent.matching import MatchedPoint, first_guess, match_level, matched_difference, strength_of_steps
+from dpmlatent.matching import (MatchedPoint, first_guess, interpolation_error, match_level, matched_difference,
+                                strength_of_steps)
 
 
 def _run(n_inputs=40, slope=0.02, offset=0.0):
@@ -50,6 +51,12 @@ def test_match_level_finds_the_bracket_and_interpolates():
     assert p.frechet(ref) == pytest.approx((1 - p.weight) * ref(p.lo["features"].reshape(-1, 3))
                                            + p.weight * ref(p.hi["features"].reshape(-1, 3)))
     assert p.interpolation_error("frechet", ref) >= 0
+    assert p.interpolation_error("a", ref) == p.interpolation_error("a")     # the reference is for FD only
+    # a difference of two methods: both points' errors added
+    assert interpolation_error(p, p, "a") == 2 * p.interpolation_error("a")
+    assert interpolation_error(p, p, "frechet", reference=ref) == 2 * p.interpolation_error("frechet", ref)
+    with pytest.raises(TypeError, match="MatchedPoint"):
+        interpolation_error(p, None, "a")
 
 
 def test_match_level_rejects_what_it_cannot_match():
@@ -100,3 +107,22 @@ def test_first_guess_interpolates_with_the_input_as_anchor():
     assert first_guess([0.3], [0.6], 0.8) == pytest.approx(0.15)
     with pytest.raises(ValueError, match="distinct"):
         first_guess([0.3, 0.3], [0.6, 0.5], 0.5)
+    # without the anchor a level above the sweep's most faithful point clamps to its strength
+    assert first_guess([0.3, 0.5], [0.6, 0.4], 0.8, anchor=False) == pytest.approx(0.3)
+    assert first_guess([0.3, 0.5], [0.6, 0.4], 0.5, anchor=False) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="at least 2"):
+        first_guess([0.3], [0.6], 0.5, anchor=False)
+
+
+def test_strength_for_ssim_reads_one_methods_coarse_curve():
+    from types import SimpleNamespace
+
+    from dpmlatent.translation import strength_for_ssim
+    rows = [SimpleNamespace(method=m, strength=s, ssim=q) for m, s, q in
+            (("a", 0.3, 0.8), ("a", 0.5, 0.6), ("a", 0.7, 0.5), ("b", 0.3, 0.4), ("b", 0.5, 0.3))]
+    assert strength_for_ssim(rows, "a", 0.7) == pytest.approx(0.4)
+    assert strength_for_ssim(rows, "a", 0.9) == pytest.approx(0.3)          # clamped to the curve's ends
+    assert strength_for_ssim(rows, "a", 0.1) == pytest.approx(0.7)
+    assert strength_for_ssim(rows, "b", 0.35) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="at least two strengths of method 'c'"):
+        strength_for_ssim(rows, "c", 0.5)

@@ -48,6 +48,13 @@ def test_quality_row_counts():
     row = metrics.quality_row("random", x, clf, x)
     assert sum(row.class_fractions) == pytest.approx(1.0)
     assert 0 <= row.confident <= 1 and row.frechet == pytest.approx(0.0, abs=1e-3)
+    _, feats = metrics.classify(clf, x)
+    assert row.frechet == pytest.approx(metrics.frechet_distance(feats, feats), abs=1e-6)   # both ~0 (round-off)
+    y = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    _, feats_y = metrics.classify(clf, y)
+    row_y = metrics.quality_row("y", y, clf, x)             # one FD, reported plain and bias-corrected
+    assert row_y.frechet == metrics.FrechetReference(feats)(feats_y) == row_y.frechet_jackknife[0]
+    assert row_y.frechet == pytest.approx(metrics.frechet_distance(feats_y, feats), abs=1e-8)
     assert row.num_samples == 32 and "random" in str(metrics.format_table([row]))
     assert f" {row.confident:.2f} " in str(metrics.format_table([row]))     # 32 samples: 2 decimals
     fd = row.frechet_ci                                                       # bias-corrected, with its interval
@@ -84,6 +91,9 @@ def test_frechet_leave_one_out_matches_the_direct_computation():
     direct = torch.tensor([ref(torch.cat([feats[:i], feats[i + 1:]]).reshape(-1, 5)) for i in range(20)],
                           dtype=torch.float64)
     assert torch.allclose(ref.leave_one_out(feats), direct, rtol=0, atol=1e-9)
+    ref.CHUNK_BYTES = 8 * 5 * 5 * 3                                         # chunks of 3 inputs (the last one 2)
+    assert torch.allclose(ref.leave_one_out(feats), direct, rtol=0, atol=1e-9)
+    del ref.CHUNK_BYTES
     flat = feats[:, 0]                                                      # one row per input
     assert torch.allclose(ref.leave_one_out(flat)[:2],
                           torch.tensor([ref(flat[1:]), ref(torch.cat([flat[:1], flat[2:]]))], dtype=torch.float64))

@@ -89,14 +89,17 @@ class Chains:
         return plateau(getattr(self, what), **kwargs)
 
 
+def _distance_to_others(images: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` float64: each image's mean L2 distance to the other ``N - 1`` (``N >= 2``)."""
+    flat = images.reshape(len(images), -1).double()
+    return torch.cdist(flat, flat).sum(1) / (len(flat) - 1)
+
+
 def mean_pairwise_distance(images: torch.Tensor) -> float:
     """Mean L2 distance over all pairs of ``images`` ``(N, ...)``; ``nan`` for fewer than 2."""
     if len(images) < 2:
         return math.nan
-    flat = images.reshape(len(images), -1).double()
-    d = torch.cdist(flat, flat)
-    n = len(flat)
-    return (d.sum() / (n * (n - 1))).item()
+    return _distance_to_others(images).mean().item()
 
 
 def _dim(z) -> int:
@@ -185,7 +188,7 @@ def settling_sweep(model: CoverageModel, weight: float, energy: Callable, *, ste
         rows.append([f"{size:g}", f"{steps}", fmt(pe.level, max(pe.level_se, 1e-12)), f"{pe.drift}",
                      fmt(pz.level, max(pz.level_se, 1e-12)), f"{pz.drift}",
                      "yes" if pe.plateaued and pz.plateaued else "no",
-                     f"{as_share(wilson_interval(int(ok.sum()), len(ok)))}"])
+                     f"{_share(ok)}"])
     return Table(cols, rows), runs
 
 
@@ -197,6 +200,16 @@ def successes(judge, images: torch.Tensor, target: int, *, threshold: float = 0.
     if not 0 <= target < probs.shape[1]:
         raise ValueError(f"target must be a class index in [0, {probs.shape[1] - 1}], got {target}")
     return probs[:, target] >= threshold
+
+
+def _share(ok: torch.Tensor) -> Interval:
+    """The share of ``True`` in ``ok`` with its Wilson interval, printed as a share of its items."""
+    return as_share(wilson_interval(int(ok.sum()), len(ok)))
+
+
+def _per_seed(iv: Interval, seeds: int) -> Interval:
+    """``iv`` over chains from ``seeds`` seeds: ``n`` counts the chains per seed; printed as a share."""
+    return as_share(dataclasses.replace(iv, n=iv.n // seeds, seeds=seeds))
 
 
 def _check_ok(ok, name):
@@ -213,7 +226,7 @@ def success_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, *, seeds: int = 1) -> In
     then the chains per seed)."""
     _check_ok(ok_a, "ok_a"), _check_ok(ok_b, "ok_b")
     iv = difference_of_shares(int(ok_a.sum()), len(ok_a), int(ok_b.sum()), len(ok_b))
-    return as_share(dataclasses.replace(iv, n=iv.n // seeds, seeds=seeds))
+    return _per_seed(iv, seeds)
 
 
 def rarity_gap(a_full: torch.Tensor, a_rare: torch.Tensor, b_full: torch.Tensor, b_rare: torch.Tensor, *,
@@ -235,7 +248,7 @@ def rarity_gap(a_full: torch.Tensor, a_rare: torch.Tensor, b_full: torch.Tensor,
                          f"{len(a_full)}/{len(a_rare)} and {len(b_full)}/{len(b_rare)}")
     da, db = a_rare.double() - a_full.double(), b_rare.double() - b_full.double()
     iv = unpaired_bootstrap_ci(da, db, n_resamples=n_resamples)
-    return as_share(dataclasses.replace(iv, n=iv.n // seeds, seeds=seeds))
+    return _per_seed(iv, seeds)
 
 
 def _mean(values: torch.Tensor) -> str:
@@ -249,8 +262,7 @@ def _diversity(images: torch.Tensor) -> str:
     of each image's mean distance to the others, over sqrt(k)); "-" for fewer than 3 images."""
     if len(images) < 3:
         return "-"
-    flat = images.reshape(len(images), -1).double()
-    row = torch.cdist(flat, flat).sum(1) / (len(flat) - 1)
+    row = _distance_to_others(images)
     return fmt(row.mean(), max(float(row.std() / math.sqrt(len(row))), 1e-12))
 
 
@@ -282,7 +294,7 @@ def format_coverage_table(chains: Sequence[Chains], judges: dict[str, object], t
         for name in names:
             ok = successes(judges[name], c.images, target, threshold=threshold)
             first_ok = ok if first_ok is None else first_ok
-            cells.append(str(as_share(wilson_interval(int(ok.sum()), n))))
+            cells.append(str(_share(ok)))
         good = c.images[first_ok.to(c.images.device)]
         runaway = float((c.sq_norm[-1] > 2).double().mean())
         cells += [_mean(c.energy[0]), _mean(c.energy[-1]), "yes" if c.plateau("energy").plateaued else "no",

@@ -108,6 +108,24 @@ class EditRow:
     clip_direction: float = math.nan  # mean directional CLIP similarity; nan when scored without CLIP
     num_images: int | None = None     # how many edits the row averages (sets the printed precision)
 
+    #: The 0/1 scores a row holds as shares of its edits.
+    SHARES = ("success", "target_digit", "target_domain")
+
+    def count(self, score: str) -> int:
+        """How many of the row's ``num_images`` edits have the 0/1 ``score`` (one of :data:`SHARES`)."""
+        if score not in self.SHARES:
+            raise ValueError(f"score must be one of {self.SHARES}, got {score!r}")
+        if self.num_images is None:
+            raise ValueError(f"row {self.method!r} has no num_images; build it with evaluate_edit")
+        return round(getattr(self, score) * self.num_images)
+
+    def share_interval(self, score: str, *, level: float = 0.95):
+        """The Wilson interval (:func:`dpmlatent.evidence.wilson_interval`) of the share of edits with
+        the 0/1 ``score`` (one of :data:`SHARES`)."""
+        from .evidence import wilson_interval
+
+        return wilson_interval(self.count(score), self.num_images, level=level)
+
 
 def _check_clip(clip) -> tuple:
     if not (isinstance(clip, tuple) and len(clip) == 2):
@@ -153,7 +171,7 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
     """Score ``edited`` (``(N, 1, 8, 8)``, the edits of ``task.images``): the means of
     :func:`edit_scores`, and the ink ratio (mean ink of the edits / mean ink of the inputs)."""
     sc = edit_scores(task, edited, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
-    ratio = (metrics.ink(edited).mean() / metrics.ink(task.images).mean()).item()
+    ratio = (sc["ink"].mean() / metrics.ink(task.images).double().mean().cpu()).item()
     mean = lambda k: sc[k].mean().item() if k in sc else math.nan
     return EditRow(task.kind, method, strength, guidance_scale, mean("success"), mean("target_digit"),
                    mean("target_domain"), ratio, mean("psnr"), mean("ssim"), mean("clip_score"),
@@ -205,7 +223,9 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
     ``directions`` maps a training seed to its ``delta_h`` (a tensor, or a list of per-step tensors).
 
     Args:
-        z: the inputs' latent code (``ddim_invert`` for ``eta = 0``, or ``dpm_encode`` with ``eta``).
+        z: the inputs' latent code (``ddim_invert`` for ``eta = 0``, or ``dpm_encode`` with ``eta``),
+            or a dict with one code per training seed (e.g. DPM-Encoder codes from different encoder
+            seeds, so the "seeds" cover the encoder's randomness too).
         t_edit: the editing interval, as in :func:`~dpmlatent.hspace.asyrp_decode`.
         start: the first guess, a scale in ``(0, max_scale]`` (default ``max_scale / 2``).
 
@@ -226,10 +246,14 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
         raise ValueError(f"max_scale ({max_scale}) must be a whole multiple of scale_step ({scale_step})")
     if start is not None and not 0 < start <= max_scale:
         raise ValueError(f"start must be a scale in (0, {max_scale}], got {start!r}")
+    if isinstance(z, dict) and set(z) != set(directions):
+        raise ValueError(f"a dict z must hold one code per training seed {sorted(directions)}, got {sorted(z)}")
+    codes = z if isinstance(z, dict) else dict.fromkeys(directions, z)
 
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            out = asyrp_decode(unet, scheduler, z, directions[seed], t_edit=t_edit, eta=eta, scale=k * scale_step)
+            out = asyrp_decode(unet, scheduler, codes[seed], directions[seed], t_edit=t_edit, eta=eta,
+                               scale=k * scale_step)
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .rootfinding import solve_per_image
 from .latent import (LatentCode, _check_unet_input, check_scheduler, decode, denoiser_output,
-                     sampling_timesteps, step_with_noise)
+                     sampling_timesteps, step_with_noise, without_clipping)
 
 # A step whose noise weight is below this is deterministic: DDPMScheduler clamps its variance at
 # 1e-20 (sigma = 1e-10) where it should be 0, and dividing by it would give codes of size 1e10.
@@ -51,7 +51,7 @@ SIGMA_ZERO = 1e-8
 RESTARTS = 2
 
 __all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
-           "ddim_invert", "ddim_decode"]
+           "last_step_share", "last_step_rms", "ddim_invert", "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
@@ -84,6 +84,30 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     return step_with_noise(scheduler, zeros, t, zeros, torch.ones_like(like), eta)
 
 
+def _stochastic_noises(z: LatentCode) -> torch.Tensor:
+    """``(S - 1, B, C, H, W)``: the code's noises without the last one, which belongs to a
+    deterministic (``sigma = 0``) last step (``dpm_encode`` stores 0 there)."""
+    if not isinstance(z, LatentCode) or len(z.noises) < 2:
+        raise ValueError(f"z must be a LatentCode with at least 2 steps, got {type(z).__name__}")
+    return z.noises[:-1]
+
+
+def last_step_share(z: LatentCode) -> torch.Tensor:
+    """``(B,)``: the share of each image's *excess* noise variance that sits in its last stochastic
+    step (chapter 2): with ``v_i`` the variance over pixels of step ``i``'s noise, the excess is
+    ``max(v_i - 1, 0)`` (a standard normal noise has ``v = 1``) and the share is
+    ``excess_last / sum_i excess_i``. For a code from :func:`dpm_encode` whose last step is
+    deterministic, so "last stochastic" is the second-to-last noise; ``nan`` where there is no excess."""
+    excess = (_stochastic_noises(z).flatten(2).var(2) - 1).clamp(min=0)
+    return excess[-1] / excess.sum(0)
+
+
+def last_step_rms(z: LatentCode) -> torch.Tensor:
+    """``(B,)``: the root mean square over pixels of each image's last stochastic noise (1 for a
+    standard normal draw; see :func:`last_step_share`)."""
+    return _stochastic_noises(z)[-1].flatten(1).square().mean(1).sqrt()
+
+
 def mismatch_gain(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     """``g_t = c_t / sigma_t``: how far one unit of x0-prediction error moves an encoded noise.
 
@@ -98,21 +122,11 @@ def mismatch_gain(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     ``x_t = 0``, no noise), ``sigma_t`` by :func:`step_sigma`; clipping off, so ``c_t`` is the
     slope of the unclipped step. Returns a tensor like ``like``; ``inf`` where ``sigma_t = 0``.
     """
-    sched = _without_clipping(scheduler)
+    sched = without_clipping(scheduler)
     ones, zeros = torch.ones_like(like), torch.zeros_like(like)
     c = posterior_sample(sched, ones, zeros, t, zeros, eta) - posterior_sample(sched, zeros, zeros, t, zeros, eta)
     sigma = step_sigma(scheduler, t, eta, like)
     return torch.where(sigma.abs() < SIGMA_ZERO, torch.full_like(c, math.inf), c / sigma)
-
-
-def _without_clipping(scheduler):
-    """The same scheduler with clipping and thresholding of the predicted ``x0`` switched off
-    (``scheduler`` itself when it does neither), with the same timesteps."""
-    if not (scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False)):
-        return scheduler
-    twin = type(scheduler).from_config(scheduler.config, clip_sample=False, thresholding=False)
-    twin.set_timesteps(scheduler.num_inference_steps)
-    return twin
 
 
 def _select(guidance: dict, idx: torch.Tensor) -> dict:
@@ -132,7 +146,7 @@ def _solve_last_step(unet, scheduler, t, x0, x, eta, guidance):
     solved images do not depend on how many were needed). Raises where none lands on ``x0``.
     """
     zeros = torch.zeros_like(x0)
-    free = _without_clipping(scheduler)
+    free = without_clipping(scheduler)
     gain = step_with_noise(free, zeros, t, torch.ones_like(x0), zeros, eta)  # d mu / d x at fixed output
     if gain.abs().min() < 1e-3:
         raise ValueError(

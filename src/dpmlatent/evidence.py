@@ -62,6 +62,14 @@ class Interval:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
+    def scaled(self, factor: float) -> "Interval":
+        """The interval of ``factor`` times the quantity (e.g. a difference of ink sums in units of
+        the inputs' mean ink); ``factor > 0`` keeps ``low <= high``."""
+        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+        return dataclasses.replace(self, estimate=self.estimate * factor, low=self.low * factor,
+                                   high=self.high * factor, resolution=self.resolution * factor)
+
     def __str__(self) -> str:
         from .reporting import fmt  # to the first significant digit of a tenth of the half-width
         u = max((self.high - self.low) / 20, self.resolution, 1e-12)

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from .encoder import _without_clipping, perfect_model_output
+from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
-                     step_with_noise)
+                     step_with_noise, without_clipping)
 
 __all__ = ["bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
            "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss"]
@@ -115,7 +115,7 @@ def step_weights(scheduler, t, eta: float, like: torch.Tensor) -> tuple[torch.Te
     the clean-image term), so every prediction type and schedule is covered. The scheduler must have
     its timesteps set. Returns two tensors like ``like``.
     """
-    sched = _without_clipping(scheduler)
+    sched = without_clipping(scheduler)
     one, zero = torch.ones_like(like), torch.zeros_like(like)
     total = step_with_noise(sched, one, t, zero, zero, eta) - step_with_noise(sched, zero, t, zero, zero, eta)
     w_p = (_clean_part(sched, predicted_x0(sched, one, t, zero), t, eta)

@@ -29,7 +29,7 @@ from diffusers.schedulers import scheduling_ddpm
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "sampling_timesteps",
+__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "without_clipping", "sampling_timesteps",
            "sample_latent", "decode", "denoiser_output", "step_with_noise", "slerp"]
 
 SUPPORTED_SCHEDULERS = (DDIMScheduler, DDPMScheduler)
@@ -108,6 +108,18 @@ def check_scheduler(scheduler, eta: float) -> None:
                          "(fixed_small, fixed_small_log, fixed_large are)")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
+
+
+def without_clipping(scheduler):
+    """The same scheduler with clipping and thresholding of the predicted ``x0`` switched off
+    (``scheduler`` itself when it does neither), with the same timesteps: for reading a step's
+    slopes off the scheduler (DPM-Encoder's mismatch gain and last-step solve, Asyrp's step weights),
+    which clipping would bend."""
+    if not (scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False)):
+        return scheduler
+    twin = type(scheduler).from_config(scheduler.config, clip_sample=False, thresholding=False)
+    twin.set_timesteps(scheduler.num_inference_steps)
+    return twin
 
 
 def sampling_timesteps(scheduler, num_inference_steps: int, strength: float = 1.0) -> torch.Tensor:

@@ -12,9 +12,10 @@ So we compute each method at the level itself:
   between them with the one weight ``w`` that puts the mean faithfulness exactly on the level,
   ``score(level) = (1 - w) score(k) + w score(k + 1)``, ``w = (f(k) - level) / (f(k) - f(k + 1))``;
 * a third neighbour on the first seed checks the interpolation against a directly computed point
-  (:meth:`MatchedPoint.interpolation_error`);
-* :func:`matched_difference` gives the paired bootstrap interval of a score (or of a Frechet
-  distance) between two methods matched at the same level on the same inputs and seeds.
+  (:meth:`MatchedPoint.interpolation_error`; for a difference of two methods,
+  :func:`interpolation_error`);
+* :func:`matched_difference` gives the paired bootstrap interval of a score (or the jackknife interval
+  of a Frechet distance) between two methods matched at the same level on the same inputs and seeds.
 
 The method is generic: :func:`match_level` takes ``run(k, seed)``, a function that runs ``k`` of
 ``n`` sampler steps with one seed and returns per-input scores. Chapter 4 uses it through
@@ -31,7 +32,8 @@ import torch
 
 from . import metrics
 
-__all__ = ["strength_of_steps", "first_guess", "MatchedPoint", "match_level", "matched_difference"]
+__all__ = ["strength_of_steps", "first_guess", "MatchedPoint", "match_level", "matched_difference",
+           "interpolation_error"]
 
 
 def strength_of_steps(k: int, n: int) -> float:
@@ -42,18 +44,20 @@ def strength_of_steps(k: int, n: int) -> float:
     return 1.0 if k >= n else (k + 0.5) / n
 
 
-def first_guess(strengths, faithfulness, level: float) -> float:
+def first_guess(strengths, faithfulness, level: float, *, anchor: bool = True) -> float:
     """A first guess of the strength at which a method's faithfulness equals ``level``, from a coarse
     sweep (``strengths`` and their mean ``faithfulness``, e.g. SSIM): linear in faithfulness between
-    the bracketing points, with strength 0 at faithfulness 1 (no step, the input itself) as an anchor,
-    and the largest strength beyond the sweep's least faithful point. Only where :func:`match_level`
-    starts; the match itself is computed."""
+    the bracketing points, with strength 0 at faithfulness 1 (no step, the input itself) as an anchor
+    (``anchor=False``: the sweep's most faithful strength above it), and the largest strength beyond
+    the sweep's least faithful point. Only where :func:`match_level` starts; the match itself is
+    computed."""
     import numpy as np
 
-    pts = sorted(zip(faithfulness, strengths)) + [(1.0, 0.0)]
-    if len(pts) < 2 or len(set(strengths)) != len(strengths):
-        raise ValueError(f"strengths must be distinct and at least one, got {strengths!r}")
-    xs, ys = zip(*sorted(pts))
+    strengths, faithfulness = list(strengths), list(faithfulness)
+    if len(strengths) < (1 if anchor else 2) or len(set(strengths)) != len(strengths) or len(faithfulness) != len(strengths):
+        raise ValueError(f"strengths must be distinct, at least {1 if anchor else 2}, one per faithfulness, got "
+                         f"{strengths!r} and {faithfulness!r}")
+    xs, ys = zip(*sorted(list(zip(faithfulness, strengths)) + ([(1.0, 0.0)] if anchor else [])))
     return float(np.interp(level, xs, ys))
 
 
@@ -98,10 +102,14 @@ class MatchedPoint:
             extra = " or 'frechet'" if frechet else ""
             raise ValueError(f"score must be one of {self.scores}{extra}, got {score!r}")
 
+    def _interpolate(self, lo, hi):
+        """``lo`` and ``hi`` (the two neighbours' values of anything) read off at the matched faithfulness."""
+        return (1 - self.weight) * lo + self.weight * hi
+
     def values(self, score: str) -> torch.Tensor:
         """``(seeds, inputs)`` values of one per-input score at the matched faithfulness."""
         self._check_score(score)
-        return (1 - self.weight) * self.lo[score] + self.weight * self.hi[score]
+        return self._interpolate(self.lo[score], self.hi[score])
 
     def frechet(self, reference: metrics.FrechetReference, index: torch.Tensor | None = None) -> float:
         """FD to ``reference`` at the matched faithfulness (the two neighbours' FDs interpolated), over
@@ -112,22 +120,22 @@ class MatchedPoint:
         for side in (self.lo, self.hi):
             f = side["features"] if index is None else side["features"][index]
             parts.append(reference(f.reshape(-1, f.shape[-1])))
-        return (1 - self.weight) * parts[0] + self.weight * parts[1]
+        return self._interpolate(*parts)
 
     def frechet_leave_one_out(self, reference: metrics.FrechetReference) -> torch.Tensor:
         """``(inputs,)``: :meth:`frechet` with each input (all its seeds' outputs) left out in turn
         (:meth:`~dpmlatent.metrics.FrechetReference.leave_one_out` on both neighbours, interpolated)."""
         if "features" not in self.lo:
             raise ValueError(f"{self.method} holds no features; the run must return 'features' for an FD")
-        lo, hi = (reference.leave_one_out(side["features"]) for side in (self.lo, self.hi))
-        return (1 - self.weight) * lo + self.weight * hi
+        return self._interpolate(*(reference.leave_one_out(side["features"]) for side in (self.lo, self.hi)))
 
     def interpolation_error(self, score: str, reference: metrics.FrechetReference | None = None) -> float:
         """How far linear interpolation in faithfulness misses a directly computed point, on the first
         seed: the score at the middle of three consecutive step counts read off between the outer two,
         minus its direct value, in absolute value. That bracket spans two sampler steps, twice the
         matched point's, so for a smooth curve this over-estimates the matched point's interpolation
-        error (about fourfold)."""
+        error (about fourfold). ``reference`` (a :class:`~dpmlatent.metrics.FrechetReference`) is
+        needed for ``score="frechet"`` and ignored otherwise."""
         if len(self.probe) != 3:
             raise ValueError("this MatchedPoint holds no probe (three consecutive step counts on the first seed)")
         self._check_score(score, frechet=True)
@@ -266,3 +274,13 @@ def matched_difference(a: MatchedPoint, b: MatchedPoint, score: str, *, referenc
                                      a.frechet_leave_one_out(reference) - b.frechet_leave_one_out(reference),
                                      level=level, seeds=a.seeds)
     return evidence.paired_bootstrap_ci(a.values(score), b.values(score), **kw)
+
+
+def interpolation_error(a: MatchedPoint, b: MatchedPoint, score: str, *, reference=None) -> float:
+    """How far interpolation may move ``matched_difference(a, b, score)``: the sum of both points'
+    :meth:`MatchedPoint.interpolation_error` (an over-estimate). A comparison at matched
+    faithfulness is read off reliably when this is below its interval's half-width.
+    ``reference`` is needed for ``score="frechet"`` and ignored otherwise."""
+    if not isinstance(a, MatchedPoint) or not isinstance(b, MatchedPoint):
+        raise TypeError("a and b must be MatchedPoint s")
+    return a.interpolation_error(score, reference) + b.interpolation_error(score, reference)

@@ -21,7 +21,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -49,6 +49,9 @@ class FrechetReference:
 
     ``FrechetReference(real_feats)(feats)`` with ``feats`` ``(N, D)``, ``N >= 2``, returns a float.
     """
+
+    #: :meth:`leave_one_out` holds the ``(D, D)`` moments of this many bytes' worth of inputs at a time.
+    CHUNK_BYTES = 64 * 2 ** 20
 
     def __init__(self, reference: torch.Tensor):
         if not isinstance(reference, torch.Tensor) or reference.ndim != 2 or len(reference) < 2:
@@ -89,7 +92,8 @@ class FrechetReference:
         seed, left out together) or ``(inputs, D)`` (one each); ``inputs >= 2`` and at least two rows
         must remain. Returns ``(inputs,)`` float64: entry ``i`` equals ``self(feats without input i)``,
         computed for all ``i`` at once by removing input ``i``'s sums from the totals (no loop over
-        inputs; one batched eigendecomposition).
+        inputs; batched eigendecompositions over chunks of inputs, so memory stays near
+        :attr:`CHUNK_BYTES` however many inputs there are).
         """
         if not isinstance(feats, torch.Tensor) or feats.ndim not in (2, 3) or feats.shape[-1] != len(self.mean):
             raise ValueError(f"feats must be (inputs, rows, {len(self.mean)}) or (inputs, {len(self.mean)}), got "
@@ -103,11 +107,57 @@ class FrechetReference:
                              f"{n} inputs x {s} rows")
         centre = a.mean((0, 1))
         a = a - centre                                            # sums of squares without cancellation
-        part1, part2 = a.sum(1), torch.einsum("nsd,nse->nde", a, a)
-        mean = (part1.sum(0) - part1) / m                         # (n, D): the mean without input i
-        cov = (part2.sum(0) - part2 - m * mean.unsqueeze(-1) * mean.unsqueeze(-2)) / (m - 1)
-        return self._fd(mean + centre, cov)
+        part1 = a.sum(1)                                          # (n, D): each input's sum
+        total1, total2 = part1.sum(0), torch.einsum("nsd,nse->de", a, a)
+        out = torch.empty(n, dtype=torch.float64)
+        chunk = max(1, self.CHUNK_BYTES // (8 * a.shape[-1] ** 2))  # inputs whose (D, D) moments fit in CHUNK_BYTES
+        for i in range(0, n, chunk):
+            part2 = torch.einsum("nsd,nse->nde", a[i:i + chunk], a[i:i + chunk])
+            mean = (total1 - part1[i:i + chunk]) / m              # the mean without input i
+            cov = (total2 - part2 - m * mean.unsqueeze(-1) * mean.unsqueeze(-2)) / (m - 1)
+            out[i:i + chunk] = self._fd(mean + centre, cov)
+        return out
 
+
+
+def simulated_fd_difference(dim: int, *, equal: bool = False, reference_size: int = 1000, noise: float = 0.5,
+                            generator: torch.Generator | None = None):
+    """A world where the answer is known, for checking intervals on a difference of two FDs
+    (``tests/test_evidence.py`` and ``benchmarks/fd_interval_coverage.py``).
+
+    Two methods' Gaussian "features" on shared inputs: ``f = mu + L u + noise * e`` with ``u`` the
+    input's own effect (shared by both methods and by all of an input's seeds) and ``e`` per-seed
+    noise. Method a has ``mu_a = 0.4 e_0``, ``L_a = 1.1 I``; method b has ``mu_b = 0.2 e_1`` and
+    ``L_b = L_a`` (``equal=True``: FD's finite-sample bias cancels in the difference) or
+    ``diag(linspace(0.6, 1.3, dim))`` (it does not). The reference is ``reference_size`` standard
+    normal rows drawn from ``generator`` first.
+
+    Returns:
+        ``(reference, truth, draw)``: the :class:`FrechetReference`, the exact population difference
+        ``FD(a) - FD(b)`` to it, and ``draw(inputs, seeds) -> (fa, fb)``, each ``(inputs, seeds, dim)``
+        float64, drawn from ``generator``.
+    """
+    if not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    if not isinstance(reference_size, int) or reference_size < 2:
+        raise ValueError(f"reference_size must be an int >= 2, got {reference_size!r}")
+    g = torch.Generator().manual_seed(0) if generator is None else generator
+    f64 = dict(dtype=torch.float64)
+    reference = FrechetReference(torch.randn(reference_size, dim, generator=g, **f64))
+    mu_a, mu_b = torch.zeros(dim, **f64), torch.zeros(dim, **f64)
+    mu_a[0], mu_b[1] = 0.4, 0.2
+    la = 1.1 * torch.eye(dim, **f64)
+    lb = la if equal else torch.diag(torch.linspace(0.6, 1.3, dim, **f64))
+    eye = noise ** 2 * torch.eye(dim, **f64)
+    truth = reference.to_moments(mu_a, la @ la.T + eye) - reference.to_moments(mu_b, lb @ lb.T + eye)
+
+    def draw(inputs: int = 64, seeds: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+        u = torch.randn(inputs, 1, dim, generator=g, **f64)
+        fa = mu_a + u @ la.T + noise * torch.randn(inputs, seeds, dim, generator=g, **f64)
+        fb = mu_b + u @ lb.T + noise * torch.randn(inputs, seeds, dim, generator=g, **f64)
+        return fa, fb
+
+    return reference, truth, draw
 
 def ink(images: torch.Tensor) -> torch.Tensor:
     """Ink of each image ``(N, C, H, W)`` in ``[-1, 1]``: ``sum((x + 1) / 2)``, shape ``(N,)``
@@ -301,9 +351,9 @@ def quality_row(name: str, images: torch.Tensor, classifier, real: torch.Tensor,
     k = probs.shape[1]
     hist = torch.bincount(probs.argmax(1), minlength=k).double() / len(probs)
     ref = FrechetReference(real_feats)
+    fd = ref(feats)                       # = frechet_distance(feats, real_feats) to ~1e-9 relative
     return QualityRow(name, (probs.max(1).values >= threshold).double().mean().item(),
-                      hist.tolist(), frechet_distance(feats, real_feats), num_samples=len(images),
-                      frechet_jackknife=(ref(feats), ref.leave_one_out(feats)))
+                      hist.tolist(), fd, num_samples=len(images), frechet_jackknife=(fd, ref.leave_one_out(feats)))
 
 
 def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_samples: int = 512,

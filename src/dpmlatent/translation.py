@@ -333,13 +333,12 @@ def score_images(translated: torch.Tensor, source: torch.Tensor, labels: torch.T
 def strength_for_ssim(rows: list[TranslationRow], method: str, ssim: float) -> float:
     """The strength at which ``method``'s curve in ``rows`` reaches ``ssim`` (linear in SSIM between the
     bracketing strengths, clamped to the curve's ends): the first guess of :func:`matched_point`."""
-    import numpy as np
+    from .matching import first_guess
 
-    pts = sorted((r.ssim, r.strength) for r in rows if r.method == method)
-    if len(pts) < 2:
-        raise ValueError(f"rows must hold at least two strengths of method {method!r}, got {len(pts)}")
-    xs, ys = zip(*pts)
-    return float(np.interp(ssim, xs, ys))
+    mine = [r for r in rows if r.method == method]
+    if len(mine) < 2:
+        raise ValueError(f"rows must hold at least two strengths of method {method!r}, got {len(mine)}")
+    return first_guess([r.strength for r in mine], [r.ssim for r in mine], ssim, anchor=False)
 
 
 def matched_point(task: TranslationTask, method: str, level: float, *, digit_classifier, domain_classifier,
