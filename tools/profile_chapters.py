@@ -1,0 +1,87 @@
+"""Where does a chapter's time go?
+
+Without arguments: every chapter's run time and its slowest cells, read from the timing that
+nbclient stores in each executed cell's metadata (``execution``: execute_input -> execute_reply),
+so nothing is re-run. With ``--profile NB``: run that chapter's code (converted to a script, in a
+fresh process) under cProfile and print the functions that take the most time, cumulative and own,
+grouped so that the UNet, the metrics, plotting and Python loops can be told apart.
+
+    .venv/bin/python tools/profile_chapters.py [--top 5]
+    .venv/bin/python tools/profile_chapters.py --profile notebooks/07_h_space.ipynb [--top 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pathlib
+import pstats
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def cell_times(path: pathlib.Path) -> list[tuple[float, int, str]]:
+    """``(seconds, cell index, first source line)`` of every executed code cell of ``path``."""
+    out = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        ex = cell.get("metadata", {}).get("execution", {})
+        if cell["cell_type"] != "code" or "iopub.execute_input" not in ex or "shell.execute_reply" not in ex:
+            continue
+        t0, t1 = (dt.datetime.fromisoformat(ex[k].replace("Z", "+00:00"))
+                  for k in ("iopub.execute_input", "shell.execute_reply"))
+        first = next((line.strip() for line in "".join(cell["source"]).splitlines()
+                      if line.strip() and not line.lstrip().startswith("#")), "")
+        out.append(((t1 - t0).total_seconds(), i, first[:70]))
+    return out
+
+
+def report_times(paths: list[pathlib.Path], top: int) -> None:
+    total = 0.0
+    for path in paths:
+        times = cell_times(path)
+        if not times:
+            print(f"{path.name}: no stored cell timings (execute it with `make execute`)")
+            continue
+        meta = json.loads(path.read_text()).get("metadata", {}).get("dpmlatent", {})
+        s = sum(t for t, _, _ in times)
+        total += s
+        print(f"\n{path.name}: {s / 60:.1f} min in {len(times)} code cells"
+              f" (executed with {meta.get('executed_with', '?')})")
+        for t, i, first in sorted(times, reverse=True)[:top]:
+            print(f"  cell {i:>3} {t:7.1f} s  {100 * t / s:4.0f}%  {first}")
+    print(f"\nall chapters: {total / 60:.1f} min")
+
+
+def profile(path: pathlib.Path, top: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = pathlib.Path(tmp) / (path.stem + ".py")
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "script", "--output-dir", tmp,
+                        str(path)], check=True, capture_output=True)
+        prof = pathlib.Path(tmp) / "chapter.prof"
+        env_code = "import matplotlib; matplotlib.use('Agg')\n"
+        script.write_text(env_code + script.read_text().replace("get_ipython()", "None and get_ipython()"))
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(script)], check=True, cwd=ROOT)
+        stats = pstats.Stats(str(prof))
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", type=pathlib.Path, help="a notebook to run under cProfile")
+    parser.add_argument("--top", type=int, default=None, help="cells (or functions) to list")
+    args = parser.parse_args()
+    if args.profile is not None:
+        if not args.profile.is_file():
+            raise SystemExit(f"--profile: no such notebook {args.profile}")
+        profile(args.profile, args.top or 30)
+    else:
+        report_times(sorted((ROOT / "notebooks").glob("*.ipynb")), args.top or 5)
+
+
+if __name__ == "__main__":
+    main()
