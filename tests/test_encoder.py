@@ -283,3 +283,5 @@ def test_last_step_share_and_rms_read_the_codes_noises():
     assert abs(float(last_step_rms(z)[0]) - 3.0) < 0.6
     with pytest.raises(ValueError, match="at least 2 steps"):
         last_step_share(LatentCode(z.x_start, noises[:1], z.timesteps[:1], 1))
+    with pytest.raises(ValueError, match="last noise must be 0"):
+        last_step_rms(LatentCode(z.x_start, noises[:4], z.timesteps[:4], 4))

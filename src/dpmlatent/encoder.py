@@ -86,9 +86,12 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
 
 def _stochastic_noises(z: LatentCode) -> torch.Tensor:
     """``(S - 1, B, C, H, W)``: the code's noises without the last one, which belongs to a
-    deterministic (``sigma = 0``) last step (``dpm_encode`` stores 0 there)."""
+    deterministic (``sigma = 0``) last step and is 0 (as :func:`dpm_encode` stores it)."""
     if not isinstance(z, LatentCode) or len(z.noises) < 2:
         raise ValueError(f"z must be a LatentCode with at least 2 steps, got {type(z).__name__}")
+    if z.noises[-1].abs().max() != 0:
+        raise ValueError("z's last noise must be 0 (a deterministic last step, as dpm_encode stores it); "
+                         "this code's last step is stochastic")
     return z.noises[:-1]
 
 
@@ -96,8 +99,8 @@ def last_step_share(z: LatentCode) -> torch.Tensor:
     """``(B,)``: the share of each image's *excess* noise variance that sits in its last stochastic
     step (chapter 2): with ``v_i`` the variance over pixels of step ``i``'s noise, the excess is
     ``max(v_i - 1, 0)`` (a standard normal noise has ``v = 1``) and the share is
-    ``excess_last / sum_i excess_i``. For a code from :func:`dpm_encode` whose last step is
-    deterministic, so "last stochastic" is the second-to-last noise; ``nan`` where there is no excess."""
+    ``excess_last / sum_i excess_i``, where "last stochastic" is the second-to-last noise (the
+    code's last step must be deterministic, its noise 0); ``nan`` where there is no excess."""
     excess = (_stochastic_noises(z).flatten(2).var(2) - 1).clamp(min=0)
     return excess[-1] / excess.sum(0)
 
