@@ -16,14 +16,21 @@ A model far below its roofline spends its time outside matmuls (small tensors, p
 normalisation and attention bookkeeping), which batching more work per call can fix and a faster
 BLAS cannot.
 
+A second table is chapter 6's case: the float64 UNet forward and forward + backward (guidance
+differentiates through the sampler), with ATen's convolution (``slow_conv2d`` for float64: one small
+matrix product per image) against the same convolution written as one ``unfold`` and one matrix
+product over the whole batch (``--no-unfold`` skips it), and the largest difference of the outputs.
+
     .venv/bin/python benchmarks/throughput.py [--runs 5] [--threads 2] [--batches 16 64 256]
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from dpmlatent import zoo
@@ -79,11 +86,75 @@ def models(dtype: torch.dtype):
     return out
 
 
+def _unfold_conv(self, x, weight, bias):
+    """``nn.Conv2d._conv_forward`` as one unfold and one matrix product over the whole batch."""
+    if self.padding_mode != "zeros" or self.groups != 1 or isinstance(self.padding, str):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    b, _, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    cols = F.unfold(x, (kh, kw), dilation=self.dilation, padding=self.padding, stride=self.stride)   # (B, C k k, L)
+    ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+    wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+    out = cols.transpose(1, 2).reshape(-1, cols.shape[1]) @ weight.reshape(len(weight), -1).T          # (B L, C_out)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(b, ho * wo, -1).transpose(1, 2).reshape(b, -1, ho, wo)
+
+
+@contextlib.contextmanager
+def unfold_convolutions():
+    """Every ``nn.Conv2d`` computes as :func:`_unfold_conv` inside the block."""
+    original = torch.nn.Conv2d._conv_forward
+    torch.nn.Conv2d._conv_forward = _unfold_conv
+    try:
+        yield
+    finally:
+        torch.nn.Conv2d._conv_forward = original
+
+
+def float64_unet_table(batches, runs: int) -> None:
+    """Chapter 6's float64 UNet: forward and forward + backward, ATen convolutions against unfold + matmul."""
+    unet = zoo.load("ddpm-handwritten", dtype=torch.float64).unet.requires_grad_(False)
+
+    def timed(fn):
+        fn()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    print(f"\nfloat64 ddpm UNet: ATen convolutions vs one unfold + matmul per convolution (images/s)")
+    print(f"{'batch':>5} {'forward ATen':>13} {'forward unfold':>15} {'fwd+bwd ATen':>13} {'fwd+bwd unfold':>15} {'max |diff|':>11}")
+    for b in batches:
+        x = torch.randn(b, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+        def fwd():
+            with torch.inference_mode():
+                return unet(x, 500).sample
+
+        def fwd_bwd():
+            xx = x.clone().requires_grad_(True)
+            unet(xx, 500).sample.square().sum().backward()
+            return xx.grad
+
+        row = {}
+        for name in ("aten", "unfold"):
+            with unfold_convolutions() if name == "unfold" else contextlib.nullcontext():
+                row[name] = (b / timed(fwd), b / timed(fwd_bwd), fwd(), fwd_bwd())
+        diff = max(float((row["aten"][2] - row["unfold"][2]).abs().max()),
+                   float((row["aten"][3] - row["unfold"][3]).abs().max()))
+        print(f"{b:>5} {row['aten'][0]:>13.0f} {row['unfold'][0]:>15.0f} {row['aten'][1]:>13.0f} "
+              f"{row['unfold'][1]:>15.0f} {diff:>11.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed calls per setting (median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--no-unfold", action="store_true", help="skip the float64 convolution comparison")
     args = parser.parse_args()
     if args.runs < 1 or args.threads < 1 or min(args.batches) < 1:
         raise ValueError("--runs, --threads and every batch size must be >= 1")
@@ -100,6 +171,8 @@ def main() -> None:
                 rate = gflop * ips
                 print(f"{name:<34} {str(dtype).removeprefix('torch.'):<8} {b:>5} {gflop:>10.4f} {ips:>9.0f} "
                       f"{rate:>8.1f} {rate / peak:>8.0%}")
+    if not args.no_unfold:
+        float64_unet_table(sorted({*args.batches, 48}), args.runs)
 
 
 if __name__ == "__main__":
