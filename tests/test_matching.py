@@ -59,6 +59,22 @@ def test_match_level_finds_the_bracket_and_interpolates():
         interpolation_error(p, None, "a")
 
 
+def test_match_level_runs_a_deterministic_method_once_per_step_count():
+    run, calls = _run()
+    seed_free = lambda k, seed: run(k, 0)                                    # noqa: E731 - ignores its seed
+    p = match_level(seed_free, 0.5, num_inference_steps=50, seeds=(0, 1, 2), start=0.5, deterministic=True)
+    walked = len(calls)
+    q = match_level(seed_free, 0.5, num_inference_steps=50, seeds=(0, 1, 2), start=0.5)
+    # the same point as running every seed, from a third of the runs
+    assert p.steps == q.steps and p.weight == q.weight and p.probe.keys() == q.probe.keys()
+    for score in ("ssim", "a"):
+        assert torch.equal(p.values(score), q.values(score))
+    assert torch.equal(p.lo["features"], q.lo["features"])
+    assert p.runs == walked == len({k for k, _ in calls}) and q.runs == walked + 2 * 2   # + 2 seeds x 2 neighbours
+    with pytest.raises(TypeError, match="deterministic must be True or False"):
+        match_level(run, 0.5, num_inference_steps=50, deterministic=1)
+
+
 def test_match_level_rejects_what_it_cannot_match():
     run, _ = _run()
     with pytest.raises(ValueError, match="does not reach mean ssim 0.95"):

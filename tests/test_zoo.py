@@ -36,6 +36,30 @@ def test_diffusion_round_trip_identical_outputs(tmp_path, tiny_unet, caplog):
     assert manifest["rebuild"] == "python -m dpmlatent.train ddpm-handwritten"
 
 
+def test_channels_last_load_agrees_with_the_default_layout(tmp_path, tiny_unet):
+    _save_pipe(tmp_path, tiny_unet)
+    x, t = torch.randn(3, 1, 8, 8, dtype=torch.float64), torch.tensor([10, 500, 999])
+    outs = {}
+    for fmt in (None, torch.channels_last):
+        pipe = zoo.load("ddpm-handwritten", root=tmp_path, dtype=torch.float64, memory_format=fmt)
+        conv = pipe.unet.down_blocks[0].resnets[0].conv1.weight      # (C, C, 3, 3): the layouts differ
+        assert conv.is_contiguous(memory_format=fmt or torch.contiguous_format)
+        assert fmt is None or not conv.is_contiguous()
+        x_in = x.clone().requires_grad_(True)
+        out = pipe.unet(x_in, t).sample
+        out.square().sum().backward()
+        outs[fmt] = out.detach(), x_in.grad
+    # only the order of the sums inside each convolution changes: forward and input gradient agree to rounding
+    for a, b in zip(outs[None], outs[torch.channels_last]):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="memory_format must be a torch.memory_format"):
+        zoo.load("ddpm-handwritten", root=tmp_path, memory_format="channels_last")
+    with pytest.raises(ValueError, match="memory_format must be torch.channels_last"):
+        zoo.load("ddpm-handwritten", root=tmp_path, memory_format=torch.channels_last_3d)
+    with pytest.raises(ValueError, match="applies to the image UNets"):
+        zoo.load("digit-classifier", memory_format=torch.channels_last)
+
+
 def test_classifier_round_trip(tmp_path):
     result = train.train_classifier(DigitClassifier(), train.training_data("digits-mixed"),
                                     steps=3, progress=False)

@@ -190,7 +190,8 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
     step count, each run from ``torch.Generator().manual_seed(seed)`` and scored by
     :func:`edit_scores`. ``eta=None`` takes :data:`EDIT_ETA` (CycleDiffusion's may be changed, e.g. 1
     for the variant; SDEdit's and DDIM inversion's are fixed). Returns a
-    :class:`~dpmlatent.matching.MatchedPoint`."""
+    :class:`~dpmlatent.matching.MatchedPoint`. DDIM inversion is deterministic: it runs once per step
+    count and stands for every seed."""
     from .matching import match_level, strength_of_steps
 
     if method not in EDIT_ETA:
@@ -207,7 +208,7 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
-                       name=label or method, max_moves=max_moves)
+                       name=label or method, max_moves=max_moves, deterministic=method == "ddim-inversion")
 
 
 def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: float, *, t_edit: int, digit_classifier,

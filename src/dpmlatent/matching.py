@@ -167,7 +167,7 @@ class MatchedPoint:
 
 def match_level(run: Callable[[int, int], dict[str, torch.Tensor]], level: float, *, num_inference_steps: int,
                 seeds: tuple[int, ...] = (0, 1, 2), start: float | None = None, name: str = "method",
-                faithfulness: str = "ssim", max_moves: int = 12) -> MatchedPoint:
+                faithfulness: str = "ssim", max_moves: int = 12, deterministic: bool = False) -> MatchedPoint:
     """Find where a method's mean ``faithfulness`` equals ``level``, and score it there.
 
     Args:
@@ -181,6 +181,9 @@ def match_level(run: Callable[[int, int], dict[str, torch.Tensor]], level: float
         start: the first guess, a strength in [0, 1] (default 0.5).
         name: names the point (``MatchedPoint.method``).
         max_moves: how many steps the search may walk before it gives up.
+        deterministic: ``run`` ignores its seed (a deterministic method such as DDIM inversion):
+            each ``k`` runs once, with the first seed, and its scores stand for every seed
+            (``MatchedPoint.runs`` counts the runs made).
 
     Returns:
         :class:`MatchedPoint`; a third neighbour (``k + 2`` steps, or ``k - 1`` at the end of the
@@ -202,9 +205,12 @@ def match_level(run: Callable[[int, int], dict[str, torch.Tensor]], level: float
     start = 0.5 if start is None else start
     if not 0.0 <= start <= 1.0:
         raise ValueError(f"start must be a strength in [0, 1], got {start!r}")
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be True or False, got {deterministic!r}")
     cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
     def scores(k: int, seed: int) -> dict[str, torch.Tensor]:
+        seed = seeds[0] if deterministic else seed
         if (k, seed) not in cache:
             out = run(k, seed)
             if faithfulness not in out:

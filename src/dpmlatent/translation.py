@@ -377,4 +377,4 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
         return score_images(out, task.source.images, task.source.labels, **common)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
-                       name=label or method, max_moves=max_moves)
+                       name=label or method, max_moves=max_moves, deterministic=method == "ddib")
