@@ -39,7 +39,7 @@ def main():
     args = parser.parse_args()
 
     device = setup(seed=0)
-    pipe = zoo.load(args.model, device=device)
+    pipe = zoo.load(args.model, device=device, memory_format=torch.channels_last)   # as chapter 6
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
     g = diffusion_generator(pipe.unet.requires_grad_(False).double(), sched, eta=1.0, checkpoint=False)
     codes = lambda seed: sample_latent((args.num, 1, 8, 8), sched, args.ddim_steps, 1.0, device=device,  # noqa: E731

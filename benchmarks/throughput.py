@@ -16,12 +16,15 @@ A model far below its roofline spends its time outside matmuls (small tensors, p
 normalisation and attention bookkeeping), which batching more work per call can fix and a faster
 BLAS cannot.
 
-A second table is chapter 6's case: the float64 UNet forward and forward + backward (guidance
-differentiates through the sampler), with ATen's convolution (``slow_conv2d`` for float64: one small
-matrix product per image) against the same convolution written as one ``unfold`` and one matrix
-product over the whole batch (``--no-unfold`` skips it), and the largest difference of the outputs.
+A second table is the ddpm UNet's memory layout at the chapters' batches (float32 at 256 for
+chapters 4 and 5, float64 at 48 and 64 for chapters 6 and 7): forward and forward + backward
+(guidance differentiates through the sampler) with ATen's convolutions in NCHW, in channels-last
+(``zoo.load(memory_format=torch.channels_last)``), and written as one ``unfold`` and one matrix
+product over the whole batch (``--no-unfold`` skips that; ``--no-layouts`` the table), with the
+largest difference from NCHW. ``--compile`` adds ``torch.compile`` (inductor, needs a C++ compiler)
+of the float32 UNet inside a 50-step sampler: speed-up, compile time and recompile time.
 
-    .venv/bin/python benchmarks/throughput.py [--runs 5] [--threads 2] [--batches 16 64 256]
+    .venv/bin/python benchmarks/throughput.py [--runs 5] [--threads 2] [--batches 16 64 256] [--compile]
 """
 
 import argparse
@@ -112,41 +115,120 @@ def unfold_convolutions():
         torch.nn.Conv2d._conv_forward = original
 
 
-def float64_unet_table(batches, runs: int) -> None:
-    """Chapter 6's float64 UNet: forward and forward + backward, ATen convolutions against unfold + matmul."""
-    unet = zoo.load("ddpm-handwritten", dtype=torch.float64).unet.requires_grad_(False)
-
-    def timed(fn):
+def _timed(fn, runs: int) -> float:
+    """Median seconds of ``runs`` calls of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
         fn()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
-    print(f"\nfloat64 ddpm UNet: ATen convolutions vs one unfold + matmul per convolution (images/s)")
-    print(f"{'batch':>5} {'forward ATen':>13} {'forward unfold':>15} {'fwd+bwd ATen':>13} {'fwd+bwd unfold':>15} {'max |diff|':>11}")
-    for b in batches:
-        x = torch.randn(b, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
-        def fwd():
-            with torch.inference_mode():
-                return unet(x, 500).sample
+def layout_table(cases, runs: int, unfold: bool) -> None:
+    """The ddpm UNet forward and forward + backward (guidance and chapter 3's Jacobians differentiate
+    through it) with ATen's convolutions in the default layout, in channels-last
+    (``zoo.load(memory_format=torch.channels_last)``) and, optionally, written as one unfold + matmul."""
+    variants = ("NCHW", "channels_last") + (("unfold",) if unfold else ())
+    print("\nddpm UNet by memory layout (images/s; max |diff| against NCHW over both passes)")
+    print(f"{'dtype':<8} {'batch':>5} {'variant':<14} {'forward':>8} {'fwd+bwd':>8} {'max |diff|':>11}")
+    for dtype, b in cases:
+        x = torch.randn(b, 1, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        base = None
+        for variant in variants:
+            fmt = torch.channels_last if variant == "channels_last" else None
+            unet = zoo.load("ddpm-handwritten", dtype=dtype, memory_format=fmt).unet.requires_grad_(False)
 
-        def fwd_bwd():
-            xx = x.clone().requires_grad_(True)
-            unet(xx, 500).sample.square().sum().backward()
-            return xx.grad
+            def fwd():
+                with torch.inference_mode():
+                    return unet(x, 500).sample
 
-        row = {}
-        for name in ("aten", "unfold"):
-            with unfold_convolutions() if name == "unfold" else contextlib.nullcontext():
-                row[name] = (b / timed(fwd), b / timed(fwd_bwd), fwd(), fwd_bwd())
-        diff = max(float((row["aten"][2] - row["unfold"][2]).abs().max()),
-                   float((row["aten"][3] - row["unfold"][3]).abs().max()))
-        print(f"{b:>5} {row['aten'][0]:>13.0f} {row['unfold'][0]:>15.0f} {row['aten'][1]:>13.0f} "
-              f"{row['unfold'][1]:>15.0f} {diff:>11.1e}")
+            def fwd_bwd():
+                xx = x.clone().requires_grad_(True)
+                unet(xx, 500).sample.square().sum().backward()
+                return xx.grad
+
+            with unfold_convolutions() if variant == "unfold" else contextlib.nullcontext():
+                f, fb = b / _timed(fwd, runs), b / _timed(fwd_bwd, runs)
+                outs = (fwd(), fwd_bwd())
+            base = base or outs
+            diff = max(float((o - r).abs().max()) for o, r in zip(outs, base))
+            print(f"{str(dtype).removeprefix('torch.'):<8} {b:>5} {variant:<14} {f:>8.0f} {fb:>8.0f} {diff:>11.1e}")
+
+
+#: ATen ops that do the counted FLOPs (convolutions and matrix products); everything else is bookkeeping.
+FLOP_OPS = ("conv", "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "scaled_dot_product")
+
+
+def op_table(cases, runs: int = 3, top: int = 6) -> None:
+    """Where one UNet pass spends its time (``torch.profiler``, self CPU time per ATen op): the share in
+    the ops that do the FLOPs (convolutions, matrix products, attention) and the largest others."""
+    from torch.profiler import ProfilerActivity, profile
+
+    print("\nddpm UNet: time per ATen op (torch.profiler, self CPU time; FLOP ops = convolutions, matmuls, attention)")
+    for dtype, b, backward in cases:
+        unet = zoo.load("ddpm-handwritten", dtype=dtype).unet.requires_grad_(False)
+        x = torch.randn(b, 1, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(0))
+
+        def call():
+            if backward:
+                xx = x.clone().requires_grad_(True)
+                unet(xx, 500).sample.square().sum().backward()
+            else:
+                with torch.inference_mode():
+                    unet(x, 500)
+
+        call()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                call()
+        ops = [(e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(t for _, t in ops)
+        flop = sum(t for k, t in ops if any(f in k.removeprefix("aten::") for f in FLOP_OPS))
+        largest = ", ".join(f"{k.removeprefix('aten::')} {t / total:.0%}" for k, t in sorted(ops, key=lambda o: -o[1])[:top])
+        print(f"{str(dtype).removeprefix('torch.'):<8} batch {b:>3} {'forward + backward' if backward else 'forward':<18} "
+              f"FLOP ops {flop / total:4.0%} | {largest}")
+
+
+def compile_table(batch: int = 256, steps: int = 50) -> None:
+    """``torch.compile`` (inductor) of the float32 ddpm UNet inside a ``steps``-step DDIM sampler (eta = 1)
+    at ``batch`` images: eager against compiled, the first compiled call (which compiles), and the first
+    call at another batch size (which compiles again). Needs a C++ compiler."""
+    import os
+    import tempfile
+
+    from diffusers import DDIMScheduler
+
+    # a cold start, as on a learner's first run: inductor's caches in a fresh folder
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="throughput-inductor-")
+    pipe = zoo.load("ddpm-handwritten")
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+
+    def sample(unet, n):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, 1, 8, 8, generator=g)
+        sched.set_timesteps(steps)
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x, eta=1.0, generator=g).prev_sample
+        return x
+
+    def once(fn):
+        t0 = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t0, out
+
+    with torch.inference_mode():
+        eager = _timed(lambda: sample(pipe.unet, batch), 3)
+        compiled = torch.compile(pipe.unet)
+        first, a = once(lambda: sample(compiled, batch))
+        steady = _timed(lambda: sample(compiled, batch), 3)
+        other, _ = once(lambda: sample(compiled, batch - 56))
+        diff = float((a - sample(pipe.unet, batch)).abs().max())
+    print(f"\ntorch.compile of the float32 ddpm UNet, {steps}-step DDIM sampler (eta = 1) at batch {batch} (seconds)")
+    print(f"{'eager':>7} {'compiled':>9} {'speed-up':>9} {'first call':>11} {'first call at batch ' + str(batch - 56):>25} "
+          f"{'max |diff| of samples':>22}")
+    print(f"{eager:>7.2f} {steady:>9.2f} {eager / steady:>8.2f}x {first:>11.1f} {other:>25.1f} {diff:>22.1e}")
 
 
 def main() -> None:
@@ -154,7 +236,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed calls per setting (median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--no-unfold", action="store_true", help="skip the float64 convolution comparison")
+    parser.add_argument("--no-unfold", action="store_true", help="skip the unfold + matmul convolutions")
+    parser.add_argument("--no-layouts", action="store_true", help="skip the memory-layout table")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (needs a C++ compiler)")
     args = parser.parse_args()
     if args.runs < 1 or args.threads < 1 or min(args.batches) < 1:
         raise ValueError("--runs, --threads and every batch size must be >= 1")
@@ -171,8 +255,12 @@ def main() -> None:
                 rate = gflop * ips
                 print(f"{name:<34} {str(dtype).removeprefix('torch.'):<8} {b:>5} {gflop:>10.4f} {ips:>9.0f} "
                       f"{rate:>8.1f} {rate / peak:>8.0%}")
-    if not args.no_unfold:
-        float64_unet_table(sorted({*args.batches, 48}), args.runs)
+    if not args.no_layouts:
+        # chapters 4 and 5 run float32 batches of 256; chapter 6 float64 batches of 48, chapter 7 of 64
+        layout_table([(torch.float32, 256), (torch.float64, 48), (torch.float64, 64)], args.runs, not args.no_unfold)
+        op_table([(torch.float32, 256, False), (torch.float64, 48, True)])
+    if args.compile:
+        compile_table()
 
 
 if __name__ == "__main__":

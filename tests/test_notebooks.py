@@ -26,6 +26,32 @@ def test_every_notebook_is_in_the_toc():
         assert f"notebooks/{nb.stem}" in toc, f"{nb.name} is not in _toc.yml"
 
 
+def _profile_chapters():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import profile_chapters
+    finally:
+        sys.path.pop(0)
+    return profile_chapters
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_run_time_box_states_the_stored_timings(path):
+    """A chapter's "*Time to run:*" box is its cells' stored total, to the half minute
+    (`tools/profile_chapters.py --boxes` writes it after `make execute`)."""
+    tool = _profile_chapters()
+    written, measured = tool.box_minutes(path)
+    if written is not None:
+        assert measured is not None, f"{path.name} has a run-time box but no stored cell timings"
+        assert written == measured, (f"{path.name}: the box says about {written} minutes, the stored cells take "
+                                     f"{measured}; run tools/profile_chapters.py --boxes")
+
+
+def test_half_minutes_rounds_as_the_boxes_read():
+    tool = _profile_chapters()
+    assert [tool.half_minutes(s) for s in (1, 44, 45, 75, 89, 91, 600, 629)] == ["½", "½", "1", "1", "1½", "1½", "10", "10½"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_stored_outputs_are_complete_and_error_free(path):
     nb = json.loads(path.read_text())

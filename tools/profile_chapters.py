@@ -6,8 +6,13 @@ so nothing is re-run. With ``--profile NB``: run that chapter's code (converted 
 fresh process) under cProfile and print the functions that take the most time, cumulative and own,
 grouped so that the UNet, the metrics, plotting and Python loops can be told apart.
 
+With ``--boxes``: write each chapter's measured time into its "*Time to run:*" box (to the half
+minute, from the same stored timings); ``tests/test_notebooks.py`` fails when a box and the stored
+timings disagree.
+
     .venv/bin/python tools/profile_chapters.py [--top 5]
     .venv/bin/python tools/profile_chapters.py --profile notebooks/07_h_space.ipynb [--top 30]
+    .venv/bin/python tools/profile_chapters.py --boxes
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import datetime as dt
 import json
 import pathlib
 import pstats
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +43,46 @@ def cell_times(path: pathlib.Path) -> list[tuple[float, int, str]]:
                       if line.strip() and not line.lstrip().startswith("#")), "")
         out.append(((t1 - t0).total_seconds(), i, first[:70]))
     return out
+
+
+#: The chapter's run-time box: "*Time to run:* about 2½ minutes on 2 CPU cores (measured ...".
+BOX = re.compile(r"(\*Time to run:\* about )([0-9]+½?|½)( minutes?| seconds)( on 2 CPU cores)")
+
+
+def half_minutes(seconds: float) -> str:
+    """``seconds`` to the nearest half minute (at least ½), as the box writes it: "½", "2", "10½"."""
+    halves = max(1, round(seconds / 30))
+    whole = halves // 2
+    return (str(whole) if whole else "") + ("½" if halves % 2 else "")
+
+
+def box_minutes(path: pathlib.Path) -> tuple[str | None, str | None]:
+    """``(written, measured)``: the minutes the box of ``path`` states (None if it has no box) and
+    the stored cells' total to the half minute (None if not executed)."""
+    cells = json.loads(path.read_text())["cells"]
+    written = next((m.group(2) for c in cells if c["cell_type"] == "markdown"
+                    for m in [BOX.search("".join(c["source"]))] if m), None)
+    times = cell_times(path)
+    return written, (half_minutes(sum(t for t, _, _ in times)) if times else None)
+
+
+def write_boxes(paths: list[pathlib.Path]) -> None:
+    """Write every chapter's measured time (:func:`box_minutes`) into its box."""
+    for path in paths:
+        written, measured = box_minutes(path)
+        if written is None or measured is None or written == measured:
+            print(f"{path.name}: box {written!r}, measured {measured!r}: unchanged")
+            continue
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            src = "".join(cell["source"])
+            if cell["cell_type"] == "markdown" and BOX.search(src):
+                unit = " minute" if measured in ("½", "1") else " minutes"
+                src = BOX.sub(lambda m: m.group(1) + measured + unit + m.group(4), src, count=1)
+                cell["source"] = src.splitlines(keepends=True)
+                break
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        print(f"{path.name}: box {written} -> {measured} minutes")
 
 
 def report_times(paths: list[pathlib.Path], top: int) -> None:
@@ -73,8 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", type=pathlib.Path, help="a notebook to run under cProfile")
     parser.add_argument("--top", type=int, default=None, help="cells (or functions) to list")
+    parser.add_argument("--boxes", action="store_true", help="write the measured times into the chapters' boxes")
     args = parser.parse_args()
-    if args.profile is not None:
+    if args.boxes:
+        write_boxes(sorted((ROOT / "notebooks").glob("*.ipynb")))
+    elif args.profile is not None:
         if not args.profile.is_file():
             raise SystemExit(f"--profile: no such notebook {args.profile}")
         profile(args.profile, args.top or 30)
