@@ -47,6 +47,18 @@ def test_run_time_box_states_the_stored_timings(path):
                                      f"{measured}; run tools/profile_chapters.py --boxes")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_readme_run_time_table_states_the_box(path):
+    """The README's chapter table gives the same run time as the chapter's box."""
+    written, _ = _profile_chapters().box_minutes(path)
+    row = next((line for line in (ROOT / "README.md").read_text().splitlines()
+                if line.startswith(f"| `notebooks/{path.name}` |")), None)
+    assert row is not None, f"README's chapter table has no row for {path.name}"
+    if written is not None:
+        assert row.rstrip().endswith(f"| about {written} min |"), (f"README says {row.split('|')[-2].strip()!r} for "
+                                                               f"{path.name}, its box about {written} min")
+
+
 def test_half_minutes_rounds_as_the_boxes_read():
     tool = _profile_chapters()
     assert [tool.half_minutes(s) for s in (1, 44, 45, 75, 89, 91, 600, 629)] == ["½", "½", "1", "1", "1½", "1½", "10", "10½"]

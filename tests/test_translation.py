@@ -86,6 +86,13 @@ def test_evaluate_translation_of_the_source_itself(x0):
     assert row.class_kept == 1.0 and math.isinf(row.psnr) and row.ssim == pytest.approx(1.0, abs=1e-5)
     expected = domain(x0).softmax(-1)[:, 1].mean().item()
     assert row.realism == pytest.approx(expected, abs=1e-6)
+    # FD: the one implementation of the book (FrechetReference), equal to the textbook formula
+    other, real_many = data.handwritten_digits("test").images[:120], data.typeset_digits("test").images[:150]
+    row = evaluate_translation("other", 0.5, other, other, digit(other).argmax(1), target_domain=1,
+                               digit_classifier=digit, domain_classifier=domain, real_target=real_many)
+    feats_o, feats_r = metrics.classify(digit, other)[1], metrics.classify(digit, real_many)[1]
+    assert row.frechet == metrics.FrechetReference(feats_r)(feats_o)
+    assert row.frechet == pytest.approx(metrics.frechet_distance(feats_o, feats_r), rel=1e-8)
     with pytest.raises(ValueError, match=r"target_domain must be an integer in \[0, 1\]"):
         evaluate_translation("none", 0.0, x0, x0, labels, target_domain=2, digit_classifier=digit,
                              domain_classifier=domain, real_target=real)

@@ -25,7 +25,11 @@ __all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "c
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets ``(N_a, D)``, ``(N_b, D)``."""
+    """Frechet distance between Gaussians fitted to two feature sets ``(N_a, D)``, ``(N_b, D)``:
+    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``, with scipy's ``sqrtm``.
+
+    The textbook formula, kept as the reference the tests check :class:`FrechetReference` against;
+    the book's tables and intervals all use :class:`FrechetReference` (one implementation)."""
     from scipy import linalg
 
     if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:

@@ -142,7 +142,7 @@ def text_to_image_quality(pipe, digit_classifier, domain_classifier, *, per_digi
         rows.append(PromptQualityRow(
             name, (probs.argmax(1) == labels).double().mean().item(),
             (dom.argmax(1) == DOMAINS.index(domain)).double().mean().item(),
-            (metrics.ink(images).mean() / metrics.ink(ref).mean()).item(), metrics.frechet_distance(feats, ref_feats), len(keep),
+            (metrics.ink(images).mean() / metrics.ink(ref).mean()).item(), metrics.FrechetReference(ref_feats)(feats), len(keep),
             num_samples=len(images)))
     return rows
 
