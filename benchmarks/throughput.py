@@ -43,14 +43,19 @@ from dpmlatent.text import caption, encode_prompts
 def matmul_peak(dtype: torch.dtype, n: int = 1024, runs: int = 5) -> float:
     """GFLOP/s of an ``n x n`` matmul in ``dtype`` (the median of ``runs`` timed calls of 4 matmuls)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
+    seconds = _timed(lambda: [torch.mm(a, b) for _ in range(4)], runs) / 4
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def _timed(fn, runs: int) -> float:
+    """Median seconds of ``runs`` calls of ``fn()`` after one warm-up call."""
+    fn()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b)
-        times.append((time.perf_counter() - t0) / 4)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def measure(fn, batch: int, runs: int) -> tuple[float, float]:
@@ -60,13 +65,24 @@ def measure(fn, batch: int, runs: int) -> tuple[float, float]:
         with counter:
             fn()
         flops = counter.get_total_flops()
-        fn()                                                     # warm-up
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return flops / batch / 1e9, batch / statistics.median(times)
+        seconds = _timed(fn, runs)
+    return flops / batch / 1e9, batch / seconds
+
+
+def unet_passes(unet, x: torch.Tensor):
+    """``(forward, forward_backward)`` of ``unet`` at ``x`` (timestep 500): the forward pass under
+    ``inference_mode``, and a forward + backward to the input, as guidance differentiates through it;
+    each returns its output (the sample, the input's gradient)."""
+    def forward():
+        with torch.inference_mode():
+            return unet(x, 500).sample
+
+    def forward_backward():
+        xx = x.clone().requires_grad_(True)
+        unet(xx, 500).sample.square().sum().backward()
+        return xx.grad
+
+    return forward, forward_backward
 
 
 def models(dtype: torch.dtype):
@@ -115,17 +131,6 @@ def unfold_convolutions():
         torch.nn.Conv2d._conv_forward = original
 
 
-def _timed(fn, runs: int) -> float:
-    """Median seconds of ``runs`` calls of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def layout_table(cases, runs: int, unfold: bool) -> None:
     """The ddpm UNet forward and forward + backward (guidance and chapter 3's Jacobians differentiate
     through it) with ATen's convolutions in the default layout, in channels-last
@@ -139,16 +144,7 @@ def layout_table(cases, runs: int, unfold: bool) -> None:
         for variant in variants:
             fmt = torch.channels_last if variant == "channels_last" else None
             unet = zoo.load("ddpm-handwritten", dtype=dtype, memory_format=fmt).unet.requires_grad_(False)
-
-            def fwd():
-                with torch.inference_mode():
-                    return unet(x, 500).sample
-
-            def fwd_bwd():
-                xx = x.clone().requires_grad_(True)
-                unet(xx, 500).sample.square().sum().backward()
-                return xx.grad
-
+            fwd, fwd_bwd = unet_passes(unet, x)
             with unfold_convolutions() if variant == "unfold" else contextlib.nullcontext():
                 f, fb = b / _timed(fwd, runs), b / _timed(fwd_bwd, runs)
                 outs = (fwd(), fwd_bwd())
@@ -170,15 +166,7 @@ def op_table(cases, runs: int = 3, top: int = 6) -> None:
     for dtype, b, backward in cases:
         unet = zoo.load("ddpm-handwritten", dtype=dtype).unet.requires_grad_(False)
         x = torch.randn(b, 1, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(0))
-
-        def call():
-            if backward:
-                xx = x.clone().requires_grad_(True)
-                unet(xx, 500).sample.square().sum().backward()
-            else:
-                with torch.inference_mode():
-                    unet(x, 500)
-
+        call = unet_passes(unet, x)[1 if backward else 0]
         call()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(runs):

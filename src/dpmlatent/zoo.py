@@ -227,7 +227,7 @@ def load(name: str, *, device: torch.device | str | None = None,
     ``torch.channels_last`` or ``torch.contiguous_format`` (the default). Channels-last changes only
     the order of the sums inside each convolution (results agree to rounding) and, on a CPU, makes the
     float64 UNet of chapters 6 and 7 about 1.25 times faster forward + backward and the float32 UNet
-    a few percent faster (``benchmarks/throughput.py``).
+    3-12% faster (forward; forward + backward) in ``benchmarks/throughput.py``.
 
     Returns:
         For a diffusion model, a diffusers ``DDPMPipeline`` (``.unet``, ``.scheduler``)
