@@ -175,7 +175,7 @@ def test_clip_scores_of_edits_and_selection_by_clip():
     from dpmlatent.classifier import ClassifierConfig, DigitClassifier
     from dpmlatent.clip import make_clip
     from dpmlatent.edit_experiment import evaluate_edit, edit_task, format_edit_table, select_by_clip
-    from dpmlatent.energies import clip_embed_images, clip_embed_text
+    from dpmlatent.clip import clip_embed_images, clip_embed_text
 
     model, tokenizer = make_clip(0)
     model.eval()

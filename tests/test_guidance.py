@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from dpmlatent.energies import classifier_energy, clip_embed_images, clip_energy, combine, load_clip
+from dpmlatent.clip import clip_embed_images, load_clip
+from dpmlatent.energies import classifier_energy, clip_energy, combine
 from dpmlatent.guidance import diffusion_generator, langevin, latent_energy
 from dpmlatent.latent import LatentCode, sample_latent
 

@@ -177,7 +177,7 @@ def test_learn_delta_h_trains_every_per_step_direction_as_long_as_a_global_one(t
 
 def test_directional_clip_loss():
     from dpmlatent.clip import make_clip
-    from dpmlatent.energies import clip_embed_images, clip_embed_text
+    from dpmlatent.clip import clip_embed_images, clip_embed_text
 
     model, tok = make_clip(0)
     model.eval()

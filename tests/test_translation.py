@@ -272,3 +272,20 @@ def test_matched_difference_is_paired(tiny_unet):
     assert f.method == "jackknife" and f.seeds == 3 and f.n == 12 and f.low < f.estimate < f.high
     with pytest.raises(TypeError, match="FrechetReference"):
         matched_difference(a, b, "frechet")
+
+
+def test_translation_task_loads_both_models_and_a_seeded_subset():
+    from dpmlatent.translation import translation_task
+
+    a = translation_task("handwritten->typeset", num_images=6, seed=3)
+    b = translation_task("handwritten->typeset", num_images=6, seed=3)
+    c = translation_task("handwritten->typeset", num_images=6, seed=4)
+    assert a.source.images.shape == (6, 1, 8, 8) and torch.equal(a.source.images, b.source.images)
+    assert not torch.equal(a.source.images, c.source.images)
+    assert a.target_domain == 1 and a.source.labels.tolist() == b.source.labels.tolist()
+    assert a.real_target.shape[1:] == (1, 8, 8) and len(a.target_train.labels) == 6
+    assert a.scheduler.config.beta_schedule == "squaredcos_cap_v2" and not a.src_unet.training
+    with pytest.raises(ValueError, match="direction must be one of"):
+        translation_task("typeset->cursive")
+    with pytest.raises(ValueError, match="num_images must be an integer"):
+        translation_task("handwritten->typeset", num_images=1)

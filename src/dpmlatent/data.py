@@ -39,6 +39,7 @@ __all__ = [
     "typeset_letters",
     "toy_2d",
     "TOY_NAMES",
+    "random_shift",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -267,3 +268,13 @@ def toy_2d(name: str, n: int, *, seed: int = 0) -> torch.Tensor:
         pts = 0.8 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
         pts = pts + 0.05 * rng.standard_normal((n, 2))
     return torch.from_numpy(pts.astype(np.float32))
+
+
+def random_shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Training augmentation: translate the batch ``x`` ``(B, C, H, W)`` by one random offset of
+    -1..1 pixels in each direction (drawn from ``gen``); background -1 fills the border."""
+    import torch.nn.functional as F
+
+    padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
+    dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
+    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]

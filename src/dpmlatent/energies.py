@@ -5,25 +5,23 @@ energy here is differentiable in the images and runs on their device and dtype.
 
 * :func:`classifier_energy` — ``E(x) = -log p(y | x)`` of a classifier (the zoo's digit classifier).
 * :func:`clip_energy` — ``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` of any **open_clip** model
-  (the zoo's tiny ``clip-digits``, or real open_clip weights loaded with :func:`load_clip`).
+  (the zoo's tiny ``clip-digits``, or real open_clip weights loaded with :func:`dpmlatent.clip.load_clip`).
 * :func:`combine` — ``E(x) = sum_i w_i E_i(x)``.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classifier_energy", "clip_energy", "combine", "load_clip", "clip_embed_images", "clip_embed_text"]
-
 
 def _check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+
+__all__ = ["classifier_energy", "clip_energy", "combine"]
 
 
 def classifier_energy(classifier: torch.nn.Module, target) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -60,71 +58,17 @@ def classifier_energy(classifier: torch.nn.Module, target) -> Callable[[torch.Te
     return energy
 
 
-def load_clip(name_or_path: str | os.PathLike, *, device=None):
-    """An open_clip model and its tokenizer from a local folder (``open_clip_config.json`` + weights,
-    open_clip's ``local-dir:`` layout: the zoo's ``clip-digits``, or real weights saved there) or any
-    name ``open_clip.create_model`` accepts (``"hf-hub:..."`` downloads). Returns ``(model, tokenizer)``
-    in eval mode."""
-    import open_clip
-
-    if isinstance(name_or_path, (str, os.PathLike)) and Path(name_or_path).is_dir():
-        name = f"local-dir:{Path(name_or_path)}"
-    elif isinstance(name_or_path, str):
-        name = name_or_path
-    else:
-        raise TypeError(f"name_or_path must be a string or path, got {type(name_or_path).__name__}")
-    model = open_clip.create_model(name, device=device or "cpu")
-    return model.eval(), open_clip.get_tokenizer(name)
-
-
-def clip_embed_images(model, x: torch.Tensor) -> torch.Tensor:
-    """Unit-norm open_clip image embeddings ``(B, D)`` of images in ``[-1, 1]``.
-
-    Differentiable preprocessing: to ``[0, 1]``, grey to 3 channels, bilinear resize to the
-    model's ``visual.image_size``, normalisation with the model's own mean and std
-    (``visual.preprocess_cfg``)."""
-    _check_images(x)
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got {x.shape[1]}")
-    size = tuple(model.visual.image_size) if isinstance(model.visual.image_size, (tuple, list)) \
-        else (model.visual.image_size,) * 2
-    cfg = model.visual.preprocess_cfg
-    img = (x + 1) / 2
-    if img.shape[1] == 1:
-        img = img.expand(-1, 3, -1, -1)
-    if tuple(img.shape[-2:]) != size:
-        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
-    mean = torch.tensor(cfg["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    dtype = next(model.parameters()).dtype                        # float32 images into a float64 CLIP, or back
-    return F.normalize(model.encode_image(((img - mean) / std).to(dtype)), dim=-1)
-
-
-def _check_prompts(prompts) -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings")
-    return list(prompts)
-
-
-def clip_embed_text(model, tokenizer, prompts: str | list[str]) -> torch.Tensor:
-    """Unit-norm open_clip text embeddings ``(P, D)`` of ``prompts`` (a string or a list of
-    non-empty strings), on the model's device; differentiable in the model's weights only."""
-    prompts = _check_prompts(prompts)
-    device = next(model.parameters()).device
-    return F.normalize(model.encode_text(tokenizer(prompts).to(device)), dim=-1)
-
-
 def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` with an open_clip model (Radford et al. 2021).
 
     Args:
-        model, tokenizer: from :func:`load_clip` (or ``zoo.load("clip-digits")``).
+        model, tokenizer: from :func:`dpmlatent.clip.load_clip` (or ``zoo.load("clip-digits")``).
         prompts: one prompt for every image, or one per image.
 
     The text embeddings are computed once, here; the energy lies in ``[0, 2]``.
     """
+    from .clip import clip_embed_images, clip_embed_text
+
     with torch.no_grad():
         text = clip_embed_text(model, tokenizer, prompts)
 

@@ -336,7 +336,7 @@ def directional_clip_loss(model, tokenizer, source_prompts: str | Sequence[str],
     handwritten three" -> "a bold handwritten three" for every digit, give one direction that
     does not depend on the digit. Returns ``loss(p_edit, p) -> (B,)``.
     """
-    from .energies import clip_embed_images, clip_embed_text
+    from .clip import clip_embed_images, clip_embed_text
 
     src = [source_prompts] if isinstance(source_prompts, str) else list(source_prompts)
     tgt = [target_prompts] if isinstance(target_prompts, str) else list(target_prompts)

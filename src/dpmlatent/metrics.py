@@ -242,7 +242,7 @@ def clip_score(model, tokenizer, images: torch.Tensor, prompts: str | list[str])
     Returns:
         ``(N,)`` cosines.
     """
-    from .energies import clip_embed_images, clip_embed_text
+    from .clip import clip_embed_images, clip_embed_text
 
     prompts = _prompt_list(prompts, len(images), "prompts")
     img = clip_embed_images(model, images.to(next(model.parameters()).device))
@@ -273,7 +273,7 @@ def clip_direction(model, tokenizer, edited: torch.Tensor, images: torch.Tensor,
     """
     if not (isinstance(unchanged_atol, (int, float)) and math.isfinite(unchanged_atol) and unchanged_atol >= 0):
         raise ValueError(f"unchanged_atol must be a finite number >= 0, got {unchanged_atol!r}")
-    from .energies import clip_embed_images, clip_embed_text
+    from .clip import clip_embed_images, clip_embed_text
 
     _check_pair(edited, images)
     prompts = _prompt_list(prompts, len(images), "prompts")

@@ -10,15 +10,19 @@ and ``c_0`` those of the empty prompt,
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
+from .fitting import EMA, TrainResult, check_steps, fit as fit_loop
 from .reporting import Column, Table, share_column
 from .text import build_tokenizer, encode_prompts, text_encoder_config
 
-__all__ = ["PixelTextToImagePipeline", "unet_config", "make_pipeline", "FAMILIES", "PromptQualityRow",
-           "family_prompts", "text_to_image_quality", "format_quality_table"]
+__all__ = ["PixelTextToImagePipeline", "unet_config", "make_pipeline", "train_text_to_image", "FAMILIES",
+           "PromptQualityRow", "family_prompts", "text_to_image_quality", "format_quality_table",
+           "make", "fit", "save", "load"]
 
 
 def unet_config(cross_attention_dim: int = 64) -> dict:
@@ -63,7 +67,7 @@ def make_pipeline(seed: int = 0) -> PixelTextToImagePipeline:
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .zoo import make_scheduler
+    from .diffusion import make_scheduler
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
@@ -74,6 +78,94 @@ def make_pipeline(seed: int = 0) -> PixelTextToImagePipeline:
     # 100%). Training does not read it: it only changes sampling.
     scheduler = DDIMScheduler.from_config(make_scheduler().config, clip_sample=False)
     return PixelTextToImagePipeline(unet, text_encoder, tokenizer, scheduler)
+
+
+def train_text_to_image(pipe, captioned, *, steps: int, batch_size: int = 128, lr: float = 2e-4,
+                        ema_decay: float = 0.999, p_uncond: float = 0.1, seed: int = 0,
+                        progress: bool = True) -> TrainResult:
+    """Train a :class:`PixelTextToImagePipeline`'s UNet and text encoder together (in place) on
+    captioned images, with caption dropout for classifier-free guidance.
+
+    Each example's caption is replaced by the empty prompt ``""`` with probability ``p_uncond``,
+    so the same network learns ``eps(x, t, c)`` and ``eps(x, t, c_0)``. Loss and noise as in
+    :func:`dpmlatent.diffusion.train_diffusion`.
+
+    Args:
+        pipe: the pipeline to train; training runs on its UNet's device.
+        captioned: :class:`~dpmlatent.text.CaptionedData` (``images``, ``captions``).
+        p_uncond: caption-dropout probability, in [0, 1).
+
+    Returns:
+        :class:`~dpmlatent.fitting.TrainResult` whose ``model`` is a new pipeline holding the EMA weights.
+    """
+    check_steps(steps, batch_size)
+    if not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if pipe.scheduler.config.prediction_type != "epsilon":
+        raise ValueError("train_text_to_image trains epsilon-prediction models only")
+    unet, text_encoder, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
+    device = unet.device
+    gen = torch.Generator().manual_seed(seed)
+    ids = tok(list(captioned.captions), padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids                        # (N, L)
+    empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    images = captioned.images.to(device)
+    ema = EMA([unet, text_encoder], ema_decay)
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=lr, weight_decay=0.0)
+    unet.train()
+    text_encoder.train()
+
+    def loss_fn() -> torch.Tensor:
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        drop = torch.rand(batch_size, generator=gen) < p_uncond
+        batch_ids = torch.where(drop[:, None], empty, ids[idx])
+        x0 = images[idx.to(device)]
+        t = torch.randint(pipe.scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        xt = pipe.scheduler.add_noise(x0, eps, t.to(device))
+        cond = text_encoder(batch_ids.to(device))[0]
+        return F.mse_loss(unet(xt, t.to(device), encoder_hidden_states=cond).sample, eps)
+
+    losses, history = fit_loop(loss_fn, opt, steps=steps, ema=ema, progress=progress)
+    unet.eval()
+    text_encoder.eval()
+    return TrainResult(type(pipe)(*ema.copies, tok, pipe.scheduler), losses, history)
+
+
+# --- zoo hooks (kind "text-to-image") ---------------------------------------------------------
+
+def make(entry, train) -> PixelTextToImagePipeline:
+    """:func:`make_pipeline` from ``entry.seed``."""
+    return make_pipeline(entry.seed)
+
+
+def fit(pipe, train, entry, *, steps: int, progress: bool = True) -> TrainResult:
+    """:func:`train_text_to_image` from ``entry.seed``; the EMA weights are then rounded to float16,
+    the stored dtype (the UNet's 1.7M parameters: 3.2 MB)."""
+    result = train_text_to_image(pipe, train, steps=steps, seed=entry.seed, progress=progress)
+    result.model.to(dtype=torch.float16)
+    result.info["stored_dtype"] = "float16"
+    return result
+
+
+def save(pipe, folder: Path) -> None:
+    """diffusers' ``save_pretrained`` layout (``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``)."""
+    pipe.save_pretrained(folder)
+
+
+def load(folder: Path, *, device=None, dtype=None) -> PixelTextToImagePipeline:
+    """``PixelTextToImagePipeline.from_pretrained(folder)``, stored in float16 and computed in
+    ``dtype`` (default float32), UNet and text encoder in eval mode."""
+    from .zoo import quiet_loading
+
+    with quiet_loading():
+        pipe = PixelTextToImagePipeline.from_pretrained(folder, low_cpu_mem_usage=False,
+                                                        dtype=dtype or torch.float32)
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return pipe.to(device=device) if device is not None else pipe
 
 
 #: Caption families of the quality table: (name, domain, weight or None for every weight).

@@ -11,12 +11,25 @@ code path (``DDPMPipeline.from_pretrained``) is what the book uses::
 The classifiers and the GAN generators are ``config.json`` + ``model.safetensors`` + ``manifest.json``; the CLIP model is
 open_clip's ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
 Rebuild any entry with ``python -m dpmlatent.train NAME``.
+
+**Model kinds.** Each entry's ``kind`` names a :class:`Kind` in :data:`KINDS`: the module that
+knows how to make, train, save and load that kind of model. A kind's module defines
+
+* ``make(entry, train) -> model``: a freshly initialised model (weights from ``entry.seed``);
+* ``fit(model, train, entry, *, steps, progress) -> TrainResult``: train it through the shared loop
+  :func:`dpmlatent.fitting.fit` (``result.info`` adds facts to the manifest);
+* ``save(model, folder)``: write its files; ``load(folder, *, device, dtype) -> model``: read them back.
+
+A new kind of model is that module plus one line in :data:`KINDS`; ``python -m dpmlatent.train``
+(:func:`dpmlatent.train.build`) and :func:`load` need no change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -25,10 +38,12 @@ from pathlib import Path
 
 import torch
 
+from .diffusion import make_scheduler, make_unet, unet_config
+
 __all__ = [
-    "ZooEntry", "ZOO", "names", "load", "checkpoint_root", "CheckpointError",
+    "ZooEntry", "ZOO", "Kind", "KINDS", "kind_of", "names", "load", "checkpoint_root", "CheckpointError",
     "unet_config", "make_unet", "make_scheduler", "save_checkpoint", "verify", "manifest", "load_pretrained",
-    "load_pipeline",
+    "load_pipeline", "quiet_loading", "write_config_and_weights", "read_config_and_weights",
 ]
 
 
@@ -78,7 +93,31 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "typeset digits ('a bold typeset seven'), caption dropout 10% for guidance"),
 )}
 
-KINDS = ("diffusion", "diffusion-2d", "classifier", "text-to-image", "clip", "gan")
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A kind of zoo model: ``module`` (under ``dpmlatent``) defines its ``make`` / ``fit`` / ``save`` /
+    ``load`` (see the module docstring); ``image_unet``: the model has an image ``.unet`` that
+    :func:`load`'s ``memory_format`` applies to."""
+
+    name: str
+    module: str
+    description: str
+    image_unet: bool = False
+
+    def hooks(self):
+        """The kind's module (imported on first use, so loading one kind never imports the others)."""
+        return importlib.import_module(f"dpmlatent.{self.module}")
+
+
+#: The model kinds of the zoo, one entry each.
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("diffusion", "diffusion", "8x8 digit DDPM (diffusers DDPMPipeline)", image_unet=True),
+    Kind("diffusion-2d", "diffusion", "DDPM on 2-D points stored as 2x1x1 images (DDPMPipeline)"),
+    Kind("classifier", "classifier", "CNN or MLP classifier of 8x8 images (DigitClassifier)"),
+    Kind("text-to-image", "text_to_image", "pixel text-to-image model (PixelTextToImagePipeline)", image_unet=True),
+    Kind("clip", "clip", "tiny open_clip CLIP, returned as (model, tokenizer)"),
+    Kind("gan", "gan", "DCGAN generator (Generator)"),
+)}
 
 
 class CheckpointError(RuntimeError):
@@ -90,7 +129,7 @@ def names(kind: str | None = None) -> list[str]:
     8x8 digit "diffusion" models, the "diffusion-2d" toy model, the classifiers, the
     "text-to-image" model, the "clip" model, the "gan" generators)."""
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
+        raise ValueError(f"kind must be None or one of {tuple(KINDS)}, got {kind!r}")
     return [n for n, e in ZOO.items() if kind is None or e.kind == kind]
 
 
@@ -106,44 +145,9 @@ def _entry(name: str) -> ZooEntry:
     return ZOO[name]
 
 
-def unet_config(dataset: str = "handwritten") -> dict:
-    """The ``UNet2DModel`` config of the zoo's diffusion models.
-
-    8x8x1 digits: channels (32, 64, 64), one ResNet layer per block, self-attention only at
-    2x2 (1.1M parameters). 2-D toy data (``dataset`` starting with ``"toy-"``): a point is a
-    2x1x1 image and the UNet a single 1x1 level (3x3 convolutions on 1x1 act as linear layers),
-    so the same samplers and encoders run on it unchanged.
-    """
-    if dataset.startswith("toy-"):
-        return dict(sample_size=1, in_channels=2, out_channels=2, layers_per_block=2,
-                    block_out_channels=(64,), down_block_types=("DownBlock2D",),
-                    up_block_types=("UpBlock2D",), norm_num_groups=8)
-    return dict(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8, attention_head_dim=32,
-    )
-
-
-def make_unet(seed: int = 0, dataset: str = "handwritten"):
-    """A freshly initialised zoo ``UNet2DModel`` for ``dataset`` (weights drawn from ``seed``)."""
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(seed)
-    return UNet2DModel(**unet_config(dataset))
-
-
-def make_scheduler():
-    """The noise schedule stored with every zoo model: 1000-step cosine DDPM, eps-prediction.
-
-    Load it as a ``DDIMScheduler`` with ``DDIMScheduler.from_config(pipe.scheduler.config)``.
-    """
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="epsilon", clip_sample=True)
+def kind_of(name: str) -> Kind:
+    """The :class:`Kind` of zoo model ``name``."""
+    return KINDS[_entry(name).kind]
 
 
 def _sha256(path: Path) -> str:
@@ -235,7 +239,7 @@ def load(name: str, *, device: torch.device | str | None = None,
         :class:`dpmlatent.text_to_image.PixelTextToImagePipeline` (``.unet``, ``.text_encoder``,
         ``.tokenizer``, ``.scheduler``: a DDIMScheduler); for a classifier, a
         :class:`dpmlatent.classifier.DigitClassifier`; for the CLIP model, the pair
-        ``(model, tokenizer)`` of :func:`dpmlatent.energies.load_clip` (open_clip's own loading of a
+        ``(model, tokenizer)`` of :func:`dpmlatent.clip.load_clip` (open_clip's own loading of a
         ``local-dir`` folder; stored in float16, computed in float32 unless ``dtype`` says otherwise);
         for a GAN, its :class:`dpmlatent.gan.Generator`.
 
@@ -245,62 +249,55 @@ def load(name: str, *, device: torch.device | str | None = None,
             command that rebuilds it).
     """
     entry = _entry(name)
+    kind = KINDS[entry.kind]
     if memory_format is not None:
         if not isinstance(memory_format, torch.memory_format):
             raise TypeError(f"memory_format must be a torch.memory_format, got {type(memory_format).__name__}")
         if memory_format not in (torch.channels_last, torch.contiguous_format):
             raise ValueError(f"memory_format must be torch.channels_last or torch.contiguous_format, got {memory_format}")
-        if entry.kind not in ("diffusion", "text-to-image"):
-            raise ValueError(f"memory_format applies to the image UNets (diffusion and text-to-image models); "
-                             f"{name!r} is a {entry.kind} model")
-    folder = verify(name, root)
-    if entry.kind in ("diffusion", "diffusion-2d", "text-to-image"):
-        from diffusers import DDPMPipeline
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+        if not kind.image_unet:
+            raise ValueError(f"memory_format applies to the image UNets (kinds "
+                             f"{tuple(k for k, v in KINDS.items() if v.image_unet)}); {name!r} is a {entry.kind} model")
+    model = kind.hooks().load(verify(name, root), device=device, dtype=dtype)
+    if memory_format is not None:
+        model.unet.to(memory_format=memory_format)
+    return model
 
-        from .text_to_image import PixelTextToImagePipeline
 
-        # the dtype goes to from_pretrained, not to .to(): diffusers warns on casting a loaded model
-        kwargs = {"low_cpu_mem_usage": False}
-        if entry.kind == "text-to-image":  # stored in float16 to keep files small; compute in float32
-            cls, kwargs["dtype"] = PixelTextToImagePipeline, dtype or torch.float32
-        else:
-            cls = DDPMPipeline
-            if dtype is not None:
-                kwargs["dtype"] = dtype
-        was_enabled = diffusers_logging.is_progress_bar_enabled()
-        diffusers_logging.disable_progress_bar()  # a local load takes milliseconds
-        transformers_logging.disable_progress_bar()
-        try:
-            model = cls.from_pretrained(folder, **kwargs)
-        finally:
-            if was_enabled:
-                diffusers_logging.enable_progress_bar()
-            transformers_logging.enable_progress_bar()
-        model.unet.eval()
-        if entry.kind == "text-to-image":
-            model.text_encoder.eval()
-        if device is not None:
-            model.to(device=device)
-        if memory_format is not None:
-            model.unet.to(memory_format=memory_format)
-        return model
-    if entry.kind == "clip":
-        from .energies import load_clip
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence diffusers' and transformers' progress bars while a local checkpoint loads (milliseconds)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-        model, tokenizer = load_clip(folder)
-        return model.to(device=device, dtype=dtype).eval(), tokenizer
+    was_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def write_config_and_weights(config, model: torch.nn.Module, folder: Path) -> None:
+    """The checkpoint layout of the classifiers and GANs: ``config.json`` (the dataclass ``config``)
+    + ``model.safetensors`` (``model``'s state dict)."""
+    from safetensors.torch import save_file
+
+    (Path(folder) / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, Path(folder) / "model.safetensors")
+
+
+def read_config_and_weights(folder: Path, config_cls, model_cls) -> torch.nn.Module:
+    """The inverse of :func:`write_config_and_weights`: ``model_cls(config_cls(**config.json))``
+    holding the stored weights."""
     from safetensors.torch import load_file
 
-    from .classifier import ClassifierConfig, DigitClassifier
-    from .gan import GANConfig, Generator
-
-    config_cls, model_cls = (GANConfig, Generator) if entry.kind == "gan" else (ClassifierConfig, DigitClassifier)
-    config = config_cls(**json.loads((folder / "config.json").read_text()))
-    model = model_cls(config)
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    return model.to(device=device, dtype=dtype).eval()
+    model = model_cls(config_cls(**json.loads((Path(folder) / "config.json").read_text())))
+    model.load_state_dict(load_file(Path(folder) / "model.safetensors"))
+    return model
 
 
 def _hub_id_or_folder(name_or_path):
