@@ -117,6 +117,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("text-to-image", "text_to_image", "pixel text-to-image model (PixelTextToImagePipeline)", image_unet=True),
     Kind("clip", "clip", "tiny open_clip CLIP, returned as (model, tokenizer)"),
     Kind("gan", "gan", "DCGAN generator (Generator)"),
+    Kind("lrdm", "lrdm", "diffusion model conditioned on a sampled representation r (LRDM)", image_unet=True),
 )}
 
 
