@@ -173,3 +173,20 @@ def test_save_load_round_trip(tmp_path, model, digits):
     with torch.no_grad():
         assert loaded.denoise(x, t, r).shape == (2, 1, 8, 8)
     assert lrdm.load(tmp_path, dtype=torch.float64).dtype == torch.float64
+
+
+def test_switching_representation_follows_the_timestep(model):
+    x = torch.randn(2, 1, 8, 8)
+    r_a, r_b = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2)
+    view = model.bind(r_a, r_late=r_b, switch_at=400)
+    with torch.no_grad():
+        assert torch.equal(view(x, torch.tensor(401)).sample, model.denoise(x, torch.tensor(401), r_a))
+        assert torch.equal(view(x, torch.tensor(400)).sample, model.denoise(x, torch.tensor(400), r_b))
+        assert torch.equal(model.bind(r_a, r_late=r_b, switch_at=1000)(x, torch.tensor(999)).sample,
+                           model.denoise(x, torch.tensor(999), r_b))             # tau = T: r_late everywhere
+    with pytest.raises(ValueError, match="go together"):
+        model.bind(r_a, r_late=r_b)
+    with pytest.raises(ValueError, match=r"switch_at must be an integer timestep in \[0, 1000\]"):
+        model.bind(r_a, r_late=r_b, switch_at=1001)
+    with pytest.raises(ValueError, match="one timestep per call"):
+        view(x, torch.tensor([1, 900]))

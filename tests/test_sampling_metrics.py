@@ -101,3 +101,29 @@ def test_frechet_leave_one_out_matches_the_direct_computation():
         ref.leave_one_out(torch.randn(4, 3, 6))
     with pytest.raises(ValueError, match="at least 2 inputs"):
         ref.leave_one_out(torch.randn(2, 1, 5))
+
+
+def test_linear_probe_reads_linear_structure_and_only_that():
+    from dpmlatent.metrics import linear_probe
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=gen)
+    centres = torch.randn(3, 5, generator=gen) * 4
+    x = centres[y] + torch.randn(600, 5, generator=gen)
+    correct = linear_probe(x[:400], y[:400], x[400:], y[400:])
+    assert correct.shape == (200,) and correct.dtype == torch.bool and correct.double().mean() > 0.95
+    # the same call gives the same answer (convex, from zero); rescaling a feature changes nothing
+    assert torch.equal(correct, linear_probe(x[:400], y[:400], x[400:], y[400:]))
+    x2 = x * torch.tensor([1.0, 100.0, 1.0, 0.01, 1.0])
+    assert torch.equal(correct, linear_probe(x2[:400], y[:400], x2[400:], y[400:]))
+    # labels unrelated to the features: near chance (1/3)
+    noise = torch.randint(0, 3, (600,), generator=gen)
+    assert abs(linear_probe(x[:400], noise[:400], x[400:], noise[400:]).double().mean() - 1 / 3) < 0.1
+    # images (N, C, H, W) are flattened
+    assert linear_probe(x[:400, :4].view(400, 1, 2, 2), y[:400], x[400:, :4].view(200, 1, 2, 2), y[400:]).shape == (200,)
+    with pytest.raises(ValueError, match="train_labels"):
+        linear_probe(x[:400], y[:399], x[400:], y[400:])
+    with pytest.raises(ValueError, match="differ in size"):
+        linear_probe(x[:400], y[:400], x[400:, :4], y[400:])
+    with pytest.raises(ValueError, match="l2 must be"):
+        linear_probe(x[:400], y[:400], x[400:], y[400:], l2=-1)

@@ -220,19 +220,35 @@ class LRDM(nn.Module):
         finally:
             self._slot.clear()
 
-    def bind(self, r: torch.Tensor, labels: torch.Tensor | None = None) -> "ConditionedUNet":
+    def bind(self, r: torch.Tensor, labels: torch.Tensor | None = None, *, r_late: torch.Tensor | None = None,
+             switch_at: int | None = None) -> "ConditionedUNet":
         """A UNet-like view with ``r`` (and ``labels``) fixed: what :func:`dpmlatent.latent.decode`,
-        :func:`~dpmlatent.encoder.dpm_encode` and :func:`~dpmlatent.encoder.ddim_invert` take."""
+        :func:`~dpmlatent.encoder.dpm_encode` and :func:`~dpmlatent.encoder.ddim_invert` take.
+
+        With ``r_late`` and ``switch_at`` (a training timestep tau in ``[0, T]``), the network sees ``r``
+        at the steps with ``t > tau`` and ``r_late`` at ``t <= tau``: which timesteps read the
+        representation (swap one of them for a prior draw and see what changes).
+        """
         self.check_r(r)
-        return ConditionedUNet(self, r, self.check_labels(labels, len(r)))
+        if (r_late is None) != (switch_at is None):
+            raise ValueError("r_late and switch_at go together: give both or neither")
+        if r_late is not None:
+            self.check_r(r_late, "r_late")
+            if r_late.shape != r.shape:
+                raise ValueError(f"r_late must have r's shape {tuple(r.shape)}, got {tuple(r_late.shape)}")
+            t_max = self.scheduler.config.num_train_timesteps
+            if not isinstance(switch_at, int) or isinstance(switch_at, bool) or not 0 <= switch_at <= t_max:
+                raise ValueError(f"switch_at must be an integer timestep in [0, {t_max}], got {switch_at!r}")
+        return ConditionedUNet(self, r, self.check_labels(labels, len(r)), r_late, switch_at)
 
 
 class ConditionedUNet(nn.Module):
     """``unet(x, t).sample`` of an :class:`LRDM` with ``r`` fixed; has ``config``, ``device``, ``dtype``."""
 
-    def __init__(self, model: LRDM, r: torch.Tensor, labels: torch.Tensor | None):
+    def __init__(self, model: LRDM, r: torch.Tensor, labels: torch.Tensor | None,
+                 r_late: torch.Tensor | None = None, switch_at: int | None = None):
         super().__init__()
-        self.model, self.r, self.labels = model, r, labels
+        self.model, self.r, self.labels, self.r_late, self.switch_at = model, r, labels, r_late, switch_at
         self.config = model.unet.config
 
     @property
@@ -250,7 +266,13 @@ class ConditionedUNet(nn.Module):
             raise ValueError(f"an LRDM takes its condition through r, not {sorted(kwargs)}")
         if len(self.r) not in (1, len(x)):
             raise ValueError(f"r holds {len(self.r)} representations for a batch of {len(x)}")
-        return UNet2DOutput(sample=self.model.denoise(x, t, self.r, self.labels))
+        r = self.r
+        if self.r_late is not None:
+            t_ = torch.as_tensor(t)
+            if t_.numel() != 1:
+                raise ValueError("a switching representation needs one timestep per call (the samplers' scalar t)")
+            r = self.r if int(t_) > self.switch_at else self.r_late
+        return UNet2DOutput(sample=self.model.denoise(x, t, r, self.labels))
 
 
 def make_scheduler():

@@ -21,7 +21,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -300,6 +300,50 @@ def nearest_mean_accuracy(features: torch.Tensor, labels: torch.Tensor, *, train
     means = torch.stack([feats[:n_train][labels[:n_train] == c].mean(0) for c in classes])
     pred = classes[torch.cdist(feats[n_train:], means).argmin(1)]
     return (pred == labels[n_train:]).double().mean().item()
+
+
+def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, *, l2: float = 1e-3, max_iter: int = 500) -> torch.Tensor:
+    """How linearly decodable ``labels`` are from features: multinomial logistic regression fitted on
+    the training rows, scored on the test rows. Returns the test rows' correctness ``(N_test,)`` (bool;
+    its mean is the accuracy, :func:`dpmlatent.evidence.wilson_interval` its interval).
+
+    Features ``(N, D)`` (any shape ``(N, ...)`` is flattened) are standardised with the training rows'
+    mean and standard deviation; the weights minimise the mean cross-entropy plus ``l2 * ||W||^2``
+    by L-BFGS in float64 from zero (a convex problem: the answer does not depend on a seed).
+    Labels are integers in ``[0, K)``; chance is the majority class's share.
+    """
+    if not isinstance(l2, (int, float)) or l2 < 0:
+        raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
+    xs, ys = [], []
+    for name, f, y in (("train", train_features, train_labels), ("test", test_features, test_labels)):
+        if f.ndim < 2 or y.shape != (len(f),) or y.is_floating_point():
+            raise ValueError(f"{name}_features must be (N, ...) and {name}_labels (N,) integers, got "
+                             f"{tuple(f.shape)} and {tuple(y.shape)} {y.dtype}")
+        xs.append(f.detach().flatten(1).double().cpu())
+        ys.append(y.long().cpu())
+    (x_tr, x_te), (y_tr, y_te) = xs, ys
+    if x_tr.shape[1] != x_te.shape[1]:
+        raise ValueError(f"train and test features differ in size: {x_tr.shape[1]} and {x_te.shape[1]}")
+    mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-12)
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    k = int(max(y_tr.max(), y_te.max())) + 1
+    w = torch.zeros(x_tr.shape[1] + 1, k, dtype=torch.float64, requires_grad=True)
+    ones = torch.ones(len(x_tr), 1, dtype=torch.float64)
+    opt = torch.optim.LBFGS([w], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(torch.cat([x_tr, ones], 1) @ w, y_tr) + l2 * w[:-1].square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        pred = (torch.cat([x_te, torch.ones(len(x_te), 1, dtype=torch.float64)], 1) @ w).argmax(1)
+    return pred == y_te
 
 
 @torch.no_grad()
