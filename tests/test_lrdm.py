@@ -190,3 +190,24 @@ def test_switching_representation_follows_the_timestep(model):
         model.bind(r_a, r_late=r_b, switch_at=1001)
     with pytest.raises(ValueError, match="one timestep per call"):
         view(x, torch.tensor([1, 900]))
+
+
+def test_reconstruction_scores_shapes_ranges_and_bad_draws(model, digits):
+    from dpmlatent.classifier import ClassifierConfig, DigitClassifier
+
+    torch.manual_seed(0)
+    judge = DigitClassifier(ClassifierConfig(arch="mlp")).eval()
+    sc = lrdm.reconstruction_scores(model, _ddim(model), digits, judge=judge, draws=3, num_inference_steps=4)
+    assert sc.images.shape == (3, 6, 1, 8, 8)
+    for v in (sc.mse, sc.ssim, sc.agree, sc.spread):
+        assert v.shape == (6,)
+    assert (sc.agree >= 0).all() and (sc.agree <= 1).all() and (sc.spread >= 0).all()
+    # the per-image error is the mean over draws of each draw's error
+    expect = (sc.images - digits).square().flatten(2).mean(2).mean(0)
+    assert torch.allclose(sc.mse, expect)
+    # draw k is reconstruct(..., generator seeded seed + k)
+    first = lrdm.reconstruct(model, _ddim(model), digits, eta=0.0, num_inference_steps=4,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sc.images[0], first)
+    with pytest.raises(ValueError, match="draws must be an integer >= 2"):
+        lrdm.reconstruction_scores(model, _ddim(model), digits, judge=judge, draws=1)

@@ -33,11 +33,11 @@ def _loaded_tensors(model):
     """The loaded model's state dict under the same (file, name) keys as :func:`_stored_tensors`."""
     if isinstance(model, tuple):                                   # CLIP: (model, tokenizer)
         return {("open_clip_model.safetensors", k): v for k, v in model[0].state_dict().items()}
-    if hasattr(model, "unet"):                                     # diffusers pipelines
-        parts = {"unet": model.unet, "text_encoder": getattr(model, "text_encoder", None)}
-        return {(f"{part}/{'model' if part == 'text_encoder' else 'diffusion_pytorch_model'}.safetensors", k): v
-                for part, m in parts.items() if m is not None for k, v in m.state_dict().items()}
-    return {("model.safetensors", k): v for k, v in model.state_dict().items()}
+    if isinstance(model, torch.nn.Module):                         # classifiers, GANs, LRDMs
+        return {("model.safetensors", k): v for k, v in model.state_dict().items()}
+    parts = {"unet": model.unet, "text_encoder": getattr(model, "text_encoder", None)}   # diffusers pipelines
+    return {(f"{part}/{'model' if part == 'text_encoder' else 'diffusion_pytorch_model'}.safetensors", k): v
+            for part, m in parts.items() if m is not None for k, v in m.state_dict().items()}
 
 
 @pytest.mark.parametrize("name", zoo.names())

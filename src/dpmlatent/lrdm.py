@@ -40,7 +40,7 @@ from torch import nn
 from .fitting import EMA, TrainResult, check_steps, fit as fit_loop
 
 __all__ = ["LRDMConfig", "LRDM", "make_scheduler", "posterior", "kl", "prior_sample", "generate", "reconstruct",
-           "train_lrdm", "active_units", "training_curve", "LOGVAR_RANGE", "make", "fit", "save", "load"]
+           "train_lrdm", "active_units", "training_curve", "ReconstructionScores", "reconstruction_scores", "LOGVAR_RANGE", "make", "fit", "save", "load"]
 
 #: The posterior's log-variance is clamped to this range, as in the released code.
 LOGVAR_RANGE = (-30.0, 10.0)
@@ -352,6 +352,45 @@ def reconstruct(model: LRDM, scheduler, x0: torch.Tensor, *, eta: float, num_inf
         mean, _ = posterior(model, x0, labels)
     return generate(model, scheduler, mean, eta=eta, num_inference_steps=num_inference_steps, generator=generator,
                     labels=labels)
+
+
+@dataclasses.dataclass
+class ReconstructionScores:
+    """Per-image scores of ``draws`` reconstructions of each input (:func:`reconstruction_scores`):
+    ``mse`` (mean squared pixel error, averaged over draws), ``ssim`` (same), ``agree`` (share of draws
+    the judge labels like the input), ``spread`` (per-pixel standard deviation over draws, averaged
+    over pixels), each ``(N,)``; ``images`` ``(draws, N, 1, 8, 8)``."""
+
+    mse: torch.Tensor
+    ssim: torch.Tensor
+    agree: torch.Tensor
+    spread: torch.Tensor
+    images: torch.Tensor
+
+
+def reconstruction_scores(model: LRDM, scheduler, x0: torch.Tensor, *, judge, labels: torch.Tensor | None = None,
+                          draws: int = 4, eta: float = 0.0, num_inference_steps: int = 50,
+                          seed: int = 0) -> ReconstructionScores:
+    """Reconstruct every image of ``x0`` ``draws`` times from its posterior mean with fresh noise
+    (:func:`reconstruct`, draw ``k`` from ``torch.Generator().manual_seed(seed + k)``) and score the
+    reconstructions against the inputs; ``judge`` (a classifier the model never saw, e.g.
+    ``zoo.load("digit-judge")``) labels inputs and reconstructions."""
+    from . import metrics
+
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 2:
+        raise ValueError(f"draws must be an integer >= 2 (the spread needs two), got {draws!r}")
+    outs = torch.stack([reconstruct(model, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
+                                    generator=torch.Generator().manual_seed(seed + k), labels=labels)
+                        for k in range(draws)])                                    # (K, N, 1, 8, 8)
+    ref = x0.to(outs.device, outs.dtype)
+    flat = outs.flatten(0, 1)
+    probs_in, _ = metrics.classify(judge, ref)
+    probs_out, _ = metrics.classify(judge, flat)
+    agree = (probs_out.argmax(1).view(draws, -1) == probs_in.argmax(1)).double().mean(0)
+    mse = (outs - ref).square().flatten(2).mean(2).mean(0)
+    ssim = metrics.ssim(flat, ref.repeat(draws, 1, 1, 1)).view(draws, -1).mean(0)
+    spread = outs.std(0).flatten(1).mean(1)
+    return ReconstructionScores(mse.cpu(), ssim.cpu(), agree, spread.cpu(), outs.cpu())
 
 
 def _check_prediction(scheduler) -> None:
