@@ -41,6 +41,19 @@ def x0():
     return data.handwritten_digits("test").images[:3]
 
 
+def import_tool(name: str):
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def pytest_report_header(config):
     """Say which CPU kernel path this run uses and which one stored the chapters' outputs, so a
     log shows whether nbval simulated another machine (see tools/kernel_path.py)."""
@@ -48,11 +61,8 @@ def pytest_report_header(config):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "tools"))
-    try:
-        from kernel_path import capability, stored_paths
-    finally:
-        sys.path.pop(0)
+    kernel_path = import_tool("kernel_path")
+    capability, stored_paths = kernel_path.capability, kernel_path.stored_paths
     current, default = torch.backends.cpu.get_cpu_capability(), capability()
     stored = sorted(set(stored_paths(sorted((root / "notebooks").glob("*.ipynb"))).values()))
     line = (f"CPU kernel path: this run {current} (machine default {default}); "

@@ -27,12 +27,9 @@ def test_every_notebook_is_in_the_toc():
 
 
 def _profile_chapters():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import profile_chapters
-    finally:
-        sys.path.pop(0)
-    return profile_chapters
+    from conftest import import_tool
+
+    return import_tool("profile_chapters")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
