@@ -35,8 +35,8 @@ def test_bad_training_arguments(tiny_unet):
         train.train_diffusion(tiny_unet, zoo.make_scheduler(), images, steps=0)
     with pytest.raises(ValueError, match="ema_decay"):
         train.train_diffusion(tiny_unet, zoo.make_scheduler(), images, steps=1, ema_decay=1.0)
-    with pytest.raises(ValueError, match="epsilon"):
-        train.train_diffusion(tiny_unet, DDPMScheduler(prediction_type="v_prediction"), images, steps=1)
+    with pytest.raises(ValueError, match="prediction_type 'epsilon', 'sample' or 'v_prediction'"):
+        train.train_diffusion(tiny_unet, DDPMScheduler(prediction_type="flow"), images, steps=1)
     with pytest.raises(ValueError, match="dataset"):
         train.training_data("cifar10")
     with pytest.raises(ValueError, match="batch_size"):
@@ -70,3 +70,29 @@ def test_classifier_architectures():
         ClassifierConfig(arch="resnet")
     with pytest.raises(ValueError, match="shape"):
         DigitClassifier(ClassifierConfig(arch="mlp"))(torch.zeros(2, 64))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_diffusion_loss_targets_what_the_scheduler_predicts(prediction_type):
+    """A network that always outputs 0 sees loss = mean(target^2): 0.25 for x0 = 0.5 everywhere
+    ("sample"), about 1 for the noise, and E[abar eps^2 + (1 - abar) x0^2] for the velocity."""
+    import types
+
+    class Zero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        @property
+        def device(self):
+            return self.w.device
+
+        def forward(self, x, t):
+            return types.SimpleNamespace(sample=x * self.w)
+
+    sched = DDPMScheduler.from_config(zoo.make_scheduler().config, prediction_type=prediction_type)
+    images = torch.full((64, 1, 8, 8), 0.5)
+    result = train.train_diffusion(Zero(), sched, images, steps=1, batch_size=4096, lr=0.0, progress=False)
+    expected = {"epsilon": 1.0, "sample": 0.25,
+                "v_prediction": (sched.alphas_cumprod * 1.0 + (1 - sched.alphas_cumprod) * 0.25).mean().item()}
+    assert result.losses[0] == pytest.approx(expected[prediction_type], rel=0.02 if prediction_type != "sample" else 1e-6)

@@ -66,12 +66,13 @@ def make_scheduler():
 def train_diffusion(unet, scheduler, images: torch.Tensor, *, steps: int,
                     batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999,
                     seed: int = 0, progress: bool = True) -> TrainResult:
-    """Train ``unet`` (in place) to predict the noise added by ``scheduler.add_noise``.
+    """Train ``unet`` (in place) to predict what ``scheduler.config.prediction_type`` names: the noise
+    added by ``scheduler.add_noise`` (``"epsilon"``, the zoo's image models), the clean sample
+    (``"sample"``), or the velocity ``sqrt(abar) eps - sqrt(1 - abar) x0`` (``"v_prediction"``).
 
     Args:
         unet: a diffusers ``UNet2DModel``; training runs on its device.
-        scheduler: a diffusers scheduler with ``add_noise`` and ``num_train_timesteps``;
-            only epsilon-prediction is supported here.
+        scheduler: a diffusers scheduler with ``add_noise`` and ``num_train_timesteps``.
         images: ``(N, C, H, W)`` training images in ``[-1, 1]``.
         steps: optimiser steps; batch_size: images per step; lr: AdamW learning rate.
         ema_decay: decay of the weight average that is returned, in ``[0, 1)``.
@@ -82,9 +83,10 @@ def train_diffusion(unet, scheduler, images: torch.Tensor, *, steps: int,
         :class:`~dpmlatent.fitting.TrainResult` with the EMA copy of the UNet and the per-step losses.
     """
     check_steps(steps, batch_size)
-    if scheduler.config.prediction_type != "epsilon":
-        raise ValueError("train_diffusion trains epsilon-prediction models only; got "
-                         f"prediction_type={scheduler.config.prediction_type!r}")
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError("train_diffusion trains prediction_type 'epsilon', 'sample' or 'v_prediction'; "
+                         f"got {kind!r}")
     device = unet.device
     gen = torch.Generator().manual_seed(seed)
     images = images.to(device)
@@ -98,7 +100,8 @@ def train_diffusion(unet, scheduler, images: torch.Tensor, *, steps: int,
         t = torch.randint(scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         xt = scheduler.add_noise(x0, eps, t.to(device))
-        return F.mse_loss(unet(xt, t.to(device)).sample, eps)
+        target = eps if kind == "epsilon" else x0 if kind == "sample" else scheduler.get_velocity(x0, eps, t.to(device))
+        return F.mse_loss(unet(xt, t.to(device)).sample, target)
 
     losses, history = fit_loop(loss_fn, opt, steps=steps, ema=ema, progress=progress)
     unet.eval()
