@@ -211,3 +211,23 @@ def test_reconstruction_scores_shapes_ranges_and_bad_draws(model, digits):
     assert torch.equal(sc.images[0], first)
     with pytest.raises(ValueError, match="draws must be an integer >= 2"):
         lrdm.reconstruction_scores(model, _ddim(model), digits, judge=judge, draws=1)
+
+
+def test_latent_prior_rebuild_standardises_the_lrdm_codes_and_samples_them(tmp_path):
+    """Diff-AE's second stage for a shipped LRDM: build a few steps through the registry, reload,
+    and check the standardisation against the codes it was fitted to."""
+    from dpmlatent import latent_prior, train, zoo
+
+    train.build("lrdm-kl1e-3-prior", steps=2, root=tmp_path, progress=False)
+    prior = zoo.load("lrdm-kl1e-3-prior", root=tmp_path)
+    model = zoo.load(prior.lrdm)
+    r = latent_prior.representations(model, train.training_data("handwritten").images)
+    assert r.shape[1:] == model.config.r_shape
+    assert torch.allclose(prior.mean, r.mean(0)) and torch.allclose(prior.std, r.std(0).clamp_min(1e-6))
+    assert torch.allclose(prior.unstandardise(prior.standardise(r)), r, atol=1e-5)
+    a = prior.sample(3, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(3, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (3, *model.config.r_shape) and torch.equal(a, b)
+    assert zoo.manifest("lrdm-kl1e-3-prior", root=tmp_path)["lrdm"] == "lrdm-kl1e-3"
+    with pytest.raises(ValueError, match="num must be a positive integer"):
+        prior.sample(0)

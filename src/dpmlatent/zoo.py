@@ -91,7 +91,26 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("t2i-digits", "text-to-image", "digits-captioned", 0, 5000,
              "Text-to-image: UNet2DConditionModel + tiny CLIPTextModel on captioned handwritten and "
              "typeset digits ('a bold typeset seven'), caption dropout 10% for guidance"),
+    ZooEntry("lrdm-kl1e-4", "lrdm", "handwritten", 0, 6000,
+             "LRDM (dpmlatent.lrdm) on handwritten digits, lambda = 1e-4: a representation r (16x2x2) "
+             "from an encoder, KL to N(0, I), conditions an x0-predicting UNet", (("kl_weight", 1e-4),)),
+    ZooEntry("lrdm-kl1e-3", "lrdm", "handwritten", 0, 6000,
+             "LRDM on handwritten digits, lambda = 1e-3", (("kl_weight", 1e-3),)),
+    ZooEntry("lrdm-kl1e-2", "lrdm", "handwritten", 0, 6000,
+             "LRDM on handwritten digits, lambda = 1e-2", (("kl_weight", 1e-2),)),
+    ZooEntry("lrdm-kl1e-1", "lrdm", "handwritten", 0, 6000,
+             "LRDM on handwritten digits, lambda = 1e-1", (("kl_weight", 1e-1),)),
+    ZooEntry("lrdm-kl1e-2-warmup", "lrdm", "handwritten", 0, 6000,
+             "LRDM, lambda = 1e-2 reached by a linear KL warm-up over the first 2,000 steps",
+             (("kl_weight", 1e-2), ("kl_warmup", 2000))),
+    ZooEntry("lrdm-class-kl1e-3", "lrdm", "handwritten", 0, 6000,
+             "Class-conditional LRDM (the digit label to encoder and UNet), lambda = 1e-3",
+             (("kl_weight", 1e-3), ("num_classes", 10))),
+    ZooEntry("lrdm-kl1e-3-prior", "latent-diffusion", "handwritten", 0, 4000,
+             "A DDPM on lrdm-kl1e-3's standardised posterior means (Diff-AE's second stage): codes that "
+             "follow the data instead of N(0, I)", (("lrdm", "lrdm-kl1e-3"),)),
 )}
+
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
@@ -118,6 +137,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("clip", "clip", "tiny open_clip CLIP, returned as (model, tokenizer)"),
     Kind("gan", "gan", "DCGAN generator (Generator)"),
     Kind("lrdm", "lrdm", "diffusion model conditioned on a sampled representation r (LRDM)", image_unet=True),
+    Kind("latent-diffusion", "latent_prior", "DDPM on an LRDM's representations r (Diff-AE's second stage)"),
 )}
 
 
