@@ -29,13 +29,13 @@ def _stored_tensors(folder):
             for k, v in load_file(f).items()}
 
 
-def _loaded_tensors(model):
+def _loaded_tensors(model, folder):
     """The loaded model's state dict under the same (file, name) keys as :func:`_stored_tensors`."""
     if isinstance(model, tuple):                                   # CLIP: (model, tokenizer)
         return {("open_clip_model.safetensors", k): v for k, v in model[0].state_dict().items()}
-    if isinstance(model, torch.nn.Module):                         # classifiers, GANs, LRDMs
+    if (folder / "model.safetensors").is_file():                   # classifiers, GANs, LRDMs
         return {("model.safetensors", k): v for k, v in model.state_dict().items()}
-    parts = {"unet": model.unet, "text_encoder": getattr(model, "text_encoder", None)}   # diffusers pipelines
+    parts = {"unet": model.unet, "text_encoder": getattr(model, "text_encoder", None)}   # pipelines, latent priors
     return {(f"{part}/{'model' if part == 'text_encoder' else 'diffusion_pytorch_model'}.safetensors", k): v
             for part, m in parts.items() if m is not None for k, v in m.state_dict().items()}
 
@@ -47,7 +47,7 @@ def test_shipped_checkpoints_load_bit_for_bit(name):
     folder = zoo.verify(name)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["sha256"]) >= {p for p, _ in _stored_tensors(folder)}
-    stored, loaded = _stored_tensors(folder), _loaded_tensors(zoo.load(name))
+    stored, loaded = _stored_tensors(folder), _loaded_tensors(zoo.load(name), folder)
     missing = set(stored) - set(loaded)
     # tied or derived buffers that a model rebuilds instead of reading (e.g. position ids) may be absent
     # from the files, but every stored tensor must be in the model
