@@ -100,7 +100,12 @@ def _lrdm_name(entry) -> str:
 
 def make(entry, train) -> LatentPrior:
     """A fresh :class:`LatentPrior` for the LRDM named in ``entry.config`` (``("lrdm", NAME)``): its
-    training images' posterior means fix the standardisation; UNet weights from ``entry.seed``."""
+    training images' posterior means fix the standardisation; UNet weights from ``entry.seed``.
+
+    The LRDM is read from :func:`dpmlatent.zoo.checkpoint_root` (the shipped zoo, or
+    ``$DPMLATENT_CHECKPOINTS``), also when ``python -m dpmlatent.train`` writes the prior elsewhere with
+    ``--root``: to rebuild both into another folder, rebuild the LRDM there first and point
+    ``DPMLATENT_CHECKPOINTS`` at it."""
     from diffusers import UNet2DModel
 
     from . import zoo
