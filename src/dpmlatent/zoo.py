@@ -9,7 +9,9 @@ code path (``DDPMPipeline.from_pretrained``) is what the book uses::
     checkpoints/<name>/manifest.json      # sha256 of every file + how it was trained
 
 The classifiers and the GAN generators are ``config.json`` + ``model.safetensors`` + ``manifest.json``; the CLIP model is
-open_clip's ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
+open_clip's ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``); an LRDM is
+``config.json`` + ``model.safetensors`` (float16) + ``scheduler/``; a latent prior is a pipeline folder plus
+``standardisation.json``.
 Rebuild any entry with ``python -m dpmlatent.train NAME``.
 
 **Model kinds.** Each entry's ``kind`` names a :class:`Kind` in :data:`KINDS`: the module that
