@@ -60,13 +60,13 @@ def main() -> None:
     x0, y = test.images[pick], test.labels[pick]
     judge, clf = zoo.load("digit-judge"), zoo.load("digit-classifier")
 
-    def quality(label, images):
-        q = metrics.quality_row(label, images, clf, test.images)
-        return q, [f"{q.confident:.2f}", f"{q.min_class:.3f}", f"{q.max_class:.3f}", f"{q.frechet:.1f}"]
+    def columns(q):
+        return [f"{q.confident:.2f}", f"{q.min_class:.3f}", f"{q.max_class:.3f}", f"{q.frechet:.1f}"]
 
-    base = zoo.load("ddpm-handwritten")
     start = time.perf_counter()
-    _, cols = quality("ddpm-handwritten", metrics_sample(base, args))
+    cols = columns(metrics.model_quality("ddpm-handwritten", zoo.load("ddpm-handwritten"), clf, test.images,
+                                         num_samples=args.num_samples, num_inference_steps=args.steps,
+                                         eta=args.eta, seed=args.seed, progress=False))
     rows = [["ddpm-handwritten", "", "", "", "", "", *cols, "", f"{time.perf_counter() - start:.0f} s"]]
     for name in names:
         model = zoo.load(name)
@@ -80,7 +80,7 @@ def main() -> None:
         prior_labels = (torch.arange(args.num_samples) % 10) if model.config.num_classes else None
         prior = lrdm.generate(model, sched, r, eta=args.eta, num_inference_steps=args.steps, generator=gen,
                               labels=prior_labels)
-        _, cols = quality(name, prior)
+        cols = columns(metrics.quality_row(name, prior, clf, test.images))
         # the hole compares equal numbers of images (FD's bias depends on the sample size)
         n = min(len(x0), len(prior))
         hole = (metrics.quality_row(name, prior[:n], clf, test.images).frechet
@@ -93,15 +93,6 @@ def main() -> None:
                  Column("max class", ">"), Column("FD", ">"), Column("prior hole (FD)", ">"), Column("time", ">")],
                 rows, title=f"Held-out digits: {args.num_images} reconstructed x {args.draws} draws, "
                             f"{args.num_samples} prior samples (DDIM {args.steps} steps, eta {args.eta:g})"))
-
-
-def metrics_sample(pipe, args):
-    """The plain model's samples with the same sampler as the LRDMs' prior samples."""
-    from dpmlatent.sampling import sample
-
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    return sample(pipe.unet, sched, args.num_samples, num_inference_steps=args.steps, eta=args.eta,
-                  generator=torch.Generator().manual_seed(args.seed), progress=False)
 
 
 if __name__ == "__main__":

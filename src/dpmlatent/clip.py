@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .fitting import TrainResult, check_steps, fit as fit_loop
 
-__all__ = ["MODEL_CFG", "PREPROCESS_CFG", "write_config", "make_clip", "load_clip", "clip_embed_images",
+__all__ = ["MODEL_CFG", "PREPROCESS_CFG", "write_config", "make_clip", "load_clip", "check_images", "clip_embed_images",
            "clip_embed_text", "contrastive_loss", "train_clip", "zero_shot_accuracy", "make", "fit", "save", "load"]
 
 #: open_clip model config. The text tower's token embedding (49,408 x 32) holds most of the
@@ -74,7 +74,8 @@ def make_clip(seed: int = 0):
     return model, tokenizer
 
 
-def _check_images(x: torch.Tensor) -> None:
+def check_images(x: torch.Tensor) -> None:
+    """``ValueError`` unless ``x`` is a ``(B, C, H, W)`` tensor (the images energies and embeddings take)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
 
@@ -102,7 +103,7 @@ def clip_embed_images(model, x: torch.Tensor) -> torch.Tensor:
     Differentiable preprocessing: to ``[0, 1]``, grey to 3 channels, bilinear resize to the
     model's ``visual.image_size``, normalisation with the model's own mean and std
     (``visual.preprocess_cfg``)."""
-    _check_images(x)
+    check_images(x)
     if x.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {x.shape[1]}")
     size = tuple(model.visual.image_size) if isinstance(model.visual.image_size, (tuple, list)) \

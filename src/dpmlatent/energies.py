@@ -16,10 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-
-def _check_images(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+from .clip import check_images
 
 __all__ = ["classifier_energy", "clip_energy", "combine"]
 
@@ -48,7 +45,7 @@ def classifier_energy(classifier: torch.nn.Module, target) -> Callable[[torch.Te
         raise TypeError(f"target must be an int or a (B,) integer tensor, got {type(target).__name__}")
 
     def energy(x: torch.Tensor) -> torch.Tensor:
-        _check_images(x)
+        check_images(x)
         logp = F.log_softmax(classifier(x), dim=1)
         if isinstance(target, int):
             return -logp[:, target]

@@ -285,7 +285,7 @@ def make_scheduler():
     return DDPMScheduler.from_config(zoo_scheduler().config, prediction_type="sample")
 
 
-def _check_images(model: LRDM, x0: torch.Tensor) -> None:
+def _check_images(x0: torch.Tensor) -> None:
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4 or tuple(x0.shape[1:]) != (1, 8, 8):
         raise ValueError(f"x0 must have shape (B, 1, 8, 8), got {tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
 
@@ -293,7 +293,7 @@ def _check_images(model: LRDM, x0: torch.Tensor) -> None:
 def posterior(model: LRDM, x0: torch.Tensor, labels: torch.Tensor | None = None):
     """``q(r | x0)``: ``(mean, logvar)``, each ``(B, C_r, 2, 2)``, for images ``x0`` in ``[-1, 1]``
     (log-variance clamped to :data:`LOGVAR_RANGE`)."""
-    _check_images(model, x0)
+    _check_images(x0)
     return model.encoder(x0.to(model.dtype), model.check_labels(labels, len(x0)))
 
 

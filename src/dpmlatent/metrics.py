@@ -405,13 +405,13 @@ def quality_row(name: str, images: torch.Tensor, classifier, real: torch.Tensor,
 
 
 def model_quality(name: str, pipe, classifier, real: torch.Tensor, *, num_samples: int = 512,
-                  num_inference_steps: int = 50, seed: int = 0, progress: bool = True) -> QualityRow:
-    """Sample ``num_samples`` images with 50-step DDIM (eta=0) and measure them."""
+                  num_inference_steps: int = 50, eta: float = 0.0, seed: int = 0, progress: bool = True) -> QualityRow:
+    """Sample ``num_samples`` images with 50-step DDIM (``eta``, default 0) and measure them."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     gen = torch.Generator().manual_seed(seed)
-    images = sample(pipe.unet, scheduler, num_samples, num_inference_steps=num_inference_steps,
+    images = sample(pipe.unet, scheduler, num_samples, num_inference_steps=num_inference_steps, eta=eta,
                     generator=gen, progress=progress)
     return quality_row(name, images, classifier, real)
 

@@ -101,8 +101,6 @@ def train_text_to_image(pipe, captioned, *, steps: int, batch_size: int = 128, l
     check_steps(steps, batch_size)
     if not 0.0 <= p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if pipe.scheduler.config.prediction_type != "epsilon":
         raise ValueError("train_text_to_image trains epsilon-prediction models only")
     unet, text_encoder, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
