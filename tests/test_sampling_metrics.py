@@ -127,3 +127,53 @@ def test_linear_probe_reads_linear_structure_and_only_that():
         linear_probe(x[:400], y[:400], x[400:, :4], y[400:])
     with pytest.raises(ValueError, match="l2 must be"):
         linear_probe(x[:400], y[:400], x[400:], y[400:], l2=-1)
+
+
+def test_slant_reads_a_leaning_stroke_and_is_shift_invariant():
+    from dpmlatent.metrics import slant
+
+    upright = -torch.ones(1, 1, 8, 8)
+    upright[0, 0, 1:7, 3] = 1.0                       # a vertical bar
+    right = -torch.ones(1, 1, 8, 8)
+    for row in range(1, 7):                           # top to the right: column falls as the row grows
+        right[0, 0, row, 6 - row] = 1.0
+    left = right.flip(3)
+    s = slant(torch.cat([upright, right, left, -torch.ones(1, 1, 8, 8)]))
+    assert s.shape == (4,)
+    assert abs(float(s[0])) < 1e-12 and float(s[1]) == pytest.approx(1.0) and float(s[2]) == pytest.approx(-1.0)
+    assert float(s[3]) == 0.0                         # no ink: 0, not nan
+    shifted = torch.roll(right, 1, dims=3)           # moving the digit does not change its slant
+    assert float(slant(shifted)[0]) == pytest.approx(1.0)
+    assert slant(right.double()).dtype == torch.float64
+    with pytest.raises(ValueError, match="images must have shape"):
+        slant(torch.zeros(8, 8))
+
+
+def test_class_median_split_uses_the_reference_medians_per_class():
+    from dpmlatent.metrics import class_median_split
+
+    ref_v = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])
+    ref_y = torch.tensor([0, 0, 0, 1, 1, 1])
+    v, y = torch.tensor([2.5, 1.5, 25.0, 15.0]), torch.tensor([0, 0, 1, 1])
+    assert class_median_split(v, y, ref_v, ref_y).tolist() == [1, 0, 1, 0]     # medians 2 and 20
+    assert class_median_split(ref_v, ref_y, ref_v, ref_y).tolist() == [0, 0, 1, 0, 0, 1]
+    with pytest.raises(ValueError, match="do not occur"):
+        class_median_split(v, torch.tensor([0, 0, 2, 2]), ref_v, ref_y)
+    with pytest.raises(ValueError, match="labels"):
+        class_median_split(v, y.float(), ref_v, ref_y)
+
+
+def test_clean_paths_needs_the_ends_one_switch_and_no_third_label():
+    from dpmlatent.metrics import clean_paths
+
+    labels = torch.tensor([[3, 3, 8, 8],      # clean
+                           [3, 8, 3, 8],      # three switches
+                           [3, 5, 8, 8],      # a third digit on the way
+                           [8, 8, 3, 3],      # the wrong way round
+                           [3, 3, 3, 8]])     # clean
+    first, second = torch.full((5,), 3), torch.full((5,), 8)
+    assert clean_paths(labels, first, second).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="labels must be"):
+        clean_paths(labels[:, :1], first, second)
+    with pytest.raises(ValueError, match="labels must be"):
+        clean_paths(labels, first[:4], second)

@@ -314,12 +314,15 @@ def active_units(mean: torch.Tensor, logvar: torch.Tensor, *, threshold: float =
 
 
 def prior_sample(model: LRDM, num: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``num`` draws ``r ~ N(0, I)`` ``(num, C_r, 2, 2)`` on the model's device and dtype."""
+    """``num`` draws ``r ~ N(0, I)`` ``(num, C_r, 2, 2)`` on the model's device and dtype (drawn in
+    float64 and rounded, so a CPU generator gives the same draws on every kernel path: float32
+    ``torch.randn`` differs in its last bits between vectorised CPU kernels)."""
     from diffusers.utils.torch_utils import randn_tensor
 
     if not isinstance(num, int) or isinstance(num, bool) or num < 1:
         raise ValueError(f"num must be a positive integer, got {num!r}")
-    return randn_tensor((num, *model.config.r_shape), generator=generator, device=model.device, dtype=model.dtype)
+    return randn_tensor((num, *model.config.r_shape), generator=generator, device=model.device,
+                        dtype=torch.float64).to(model.dtype)
 
 
 def generate(model: LRDM, scheduler, r: torch.Tensor, *, eta: float, num_inference_steps: int,
@@ -330,7 +333,7 @@ def generate(model: LRDM, scheduler, r: torch.Tensor, *, eta: float, num_inferen
     The sampler is ``scheduler`` (a ``DDIMScheduler`` for any ``eta``, or a ``DDPMScheduler`` with
     ``eta = 1``; its ``prediction_type`` must be ``"sample"``) run by :func:`dpmlatent.latent.decode` on
     ``model.bind(r, labels)`` from ``latents`` (a :class:`~dpmlatent.latent.LatentCode`; default: a fresh
-    one drawn from ``generator``).
+    one drawn from ``generator``, in float64 and rounded to the model's dtype, as :func:`prior_sample`).
     """
     from .latent import decode, sample_latent
 
@@ -338,7 +341,7 @@ def generate(model: LRDM, scheduler, r: torch.Tensor, *, eta: float, num_inferen
     cond = model.bind(r, labels)
     if latents is None:
         latents = sample_latent((len(r), 1, 8, 8), scheduler, num_inference_steps, eta, generator=generator,
-                                device=model.device, dtype=model.dtype)
+                                device=model.device, dtype=torch.float64).to(model.dtype)
     elif latents.num_inference_steps != num_inference_steps or len(latents.x_start) != len(r):
         raise ValueError(f"latents must hold {len(r)} codes made for num_inference_steps={num_inference_steps}")
     with torch.no_grad():

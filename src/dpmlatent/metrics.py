@@ -21,7 +21,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "slant", "class_median_split", "clean_paths", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -167,6 +167,58 @@ def ink(images: torch.Tensor) -> torch.Tensor:
     """Ink of each image ``(N, C, H, W)`` in ``[-1, 1]``: ``sum((x + 1) / 2)``, shape ``(N,)``
     (stroke weight: thin digits carry less ink than bold ones)."""
     return ((images + 1) / 2).flatten(1).sum(1)
+
+
+def slant(images: torch.Tensor) -> torch.Tensor:
+    """Slant of each image ``(N, 1, H, W)`` in ``[-1, 1]``, ink-weighted: how far the ink moves
+    right per row upwards, ``-cov(col, row) / var(row)`` with weights ``w = (x + 1) / 2``
+    (rows counted downwards, so a digit leaning right -- top to the right of its bottom -- is
+    positive; 0 for an upright one). Shape ``(N,)``; an image without ink gets 0."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+    w = ((images[:, 0] + 1) / 2).clamp_min(0)                                   # (N, H, W)
+    rows = torch.arange(w.shape[1], device=w.device, dtype=w.dtype)[:, None].expand_as(w[0])
+    cols = torch.arange(w.shape[2], device=w.device, dtype=w.dtype)[None, :].expand_as(w[0])
+    mass = w.sum((1, 2)).clamp_min(torch.finfo(w.dtype).tiny)
+    mr, mc = (w * rows).sum((1, 2)) / mass, (w * cols).sum((1, 2)) / mass
+    dr, dc = rows - mr[:, None, None], cols - mc[:, None, None]
+    cov, var = (w * dr * dc).sum((1, 2)) / mass, (w * dr * dr).sum((1, 2)) / mass
+    return torch.where(var > 0, -cov / var.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(var))
+
+
+def class_median_split(values: torch.Tensor, labels: torch.Tensor, reference_values: torch.Tensor,
+                       reference_labels: torch.Tensor) -> torch.Tensor:
+    """``1`` where ``values`` lies above the median of its class in the reference set, else ``0``
+    (``(N,)`` int64): a balanced binary label for a property such as stroke weight (:func:`ink`) or
+    :func:`slant` that does not tell the class (each class is split at its own median). The medians
+    come from ``reference_values`` / ``reference_labels`` (a training split), so a test split is
+    labelled by a rule fixed before it is seen. Every class of ``labels`` must occur in the reference."""
+    for name, v, y in (("", values, labels), ("reference_", reference_values, reference_labels)):
+        if v.ndim != 1 or y.shape != v.shape or y.is_floating_point():
+            raise ValueError(f"{name}values must be (N,) and {name}labels (N,) integers, got "
+                             f"{tuple(v.shape)} and {tuple(y.shape)} {y.dtype}")
+    missing = set(labels.unique().tolist()) - set(reference_labels.unique().tolist())
+    if missing:
+        raise ValueError(f"labels {sorted(missing)} do not occur in reference_labels")
+    medians = {c: reference_values[reference_labels == c].median() for c in labels.unique().tolist()}
+    cut = torch.stack([medians[c] for c in labels.tolist()]) if len(labels) else values
+    return (values > cut.to(values)).long()
+
+
+def clean_paths(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Which interpolation paths a judge reads as clean: ``labels`` ``(P, K)`` are the judge's labels
+    of the ``K`` images along each of ``P`` paths, ``first`` / ``second`` ``(P,)`` the labels of the two
+    end points' inputs. A path is clean (1.0) when it starts at ``first``, ends at ``second``, switches
+    once and shows no third label; else 0.0. Returns float64 ``(P,)`` on the CPU (its mean is the
+    share, :func:`dpmlatent.evidence.wilson_interval` its interval)."""
+    if labels.ndim != 2 or labels.shape[1] < 2 or first.shape != (len(labels),) or second.shape != first.shape:
+        raise ValueError(f"labels must be (P, K >= 2) and first, second (P,), got {tuple(labels.shape)}, "
+                         f"{tuple(first.shape)}, {tuple(second.shape)}")
+    labels, a, b = labels.cpu(), first.cpu()[:, None], second.cpu()[:, None]
+    ends = (labels[:, 0] == a[:, 0]) & (labels[:, -1] == b[:, 0])
+    only_two = ((labels == a) | (labels == b)).all(1)
+    one_switch = (labels[:, 1:] != labels[:, :-1]).sum(1) == 1
+    return (ends & only_two & one_switch).double()
 
 
 def _check_pair(images: torch.Tensor, reference: torch.Tensor) -> None:
