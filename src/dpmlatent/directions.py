@@ -10,8 +10,8 @@ frozen U-Net (one direction per timestep), or an LRDM's representation ``r``. An
 ``scale * d`` to an image's code and decodes. Because each space reacts differently to a unit of
 its own scale, spaces are compared at **matched faithfulness**: :func:`matched_direction` finds,
 with :func:`dpmlatent.matching.match_level`, the scale at which the mean SSIM of the edits to
-their inputs equals a level, and scores every edit there (as :func:`dpmlatent.edit_experiment.matched_asyrp`
-does for learned h-space directions).
+their inputs equals a level, and scores every edit there (:func:`dpmlatent.edit_experiment.matched_asyrp`
+is this search with Asyrp's decoder and learned h-space directions).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def mean_difference(codes: torch.Tensor, positive: torch.Tensor, negative: torch
 
 
 def matched_direction(edit: Callable[[object, float], torch.Tensor], task, directions: dict, level: float, *,
-                      digit_classifier, domain_classifier, scale_step: float, max_scale: float,
+                      digit_classifier, domain_classifier, scale_step: float, max_scale: float, clip=None,
                       start: float | None = None, label: str = "direction", max_moves: int = 40):
     """Edit ``task``'s inputs along each of ``directions`` at the scale where the mean SSIM to the
     inputs is ``level``, and score every edit there.
@@ -74,6 +74,8 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
             search brackets the level over all of them, as over a sampler's seeds.
         level: the mean SSIM in (0, 1) to match.
         scale_step, max_scale: the grid of scales ``k * scale_step``, ``k = 1 .. max_scale / scale_step``.
+        clip: an open_clip ``(model, tokenizer)`` pair, for the CLIP scores of
+            :func:`~dpmlatent.edit_experiment.edit_scores` (optional).
         start: the first guess, a scale in ``(0, max_scale]`` (default ``max_scale / 2``).
 
     Returns:
@@ -97,7 +99,7 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             out = edit(directions[seed], k * scale_step)
-        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier)
+        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),
                        start=0.5 if start is None else start / max_scale, name=label, max_moves=max_moves)

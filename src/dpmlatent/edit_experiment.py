@@ -234,31 +234,21 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
         :class:`~dpmlatent.matching.MatchedPoint` whose ``strength`` is the matched scale divided by
         ``max_scale``; the scale itself is ``strength * max_scale``.
     """
+    from .directions import matched_direction
     from .hspace import asyrp_decode
-    from .matching import match_level
 
     if not isinstance(directions, dict) or not directions:
         raise ValueError("directions must be a non-empty dict {training seed: delta_h}")
-    if not (isinstance(scale_step, (int, float)) and isinstance(max_scale, (int, float))
-            and 0 < scale_step < max_scale):
-        raise ValueError(f"scale_step and max_scale must satisfy 0 < scale_step < max_scale, got {scale_step}, {max_scale}")
-    n = round(max_scale / scale_step)
-    if abs(n * scale_step - max_scale) > 1e-9 * max_scale:
-        raise ValueError(f"max_scale ({max_scale}) must be a whole multiple of scale_step ({scale_step})")
-    if start is not None and not 0 < start <= max_scale:
-        raise ValueError(f"start must be a scale in (0, {max_scale}], got {start!r}")
     if isinstance(z, dict) and set(z) != set(directions):
         raise ValueError(f"a dict z must hold one code per training seed {sorted(directions)}, got {sorted(z)}")
     codes = z if isinstance(z, dict) else dict.fromkeys(directions, z)
 
-    def run(k: int, seed: int) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            out = asyrp_decode(unet, scheduler, codes[seed], directions[seed], t_edit=t_edit, eta=eta,
-                               scale=k * scale_step)
-        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+    def edit(pair, scale: float) -> torch.Tensor:                  # pair: (the seed's code, its delta_h)
+        return asyrp_decode(unet, scheduler, pair[0], pair[1], t_edit=t_edit, eta=eta, scale=scale)
 
-    return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),
-                       start=0.5 if start is None else start / max_scale, name=label, max_moves=max_moves)
+    return matched_direction(edit, task, {s: (codes[s], directions[s]) for s in directions}, level,
+                             digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip,
+                             scale_step=scale_step, max_scale=max_scale, start=start, label=label, max_moves=max_moves)
 
 
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
