@@ -257,3 +257,14 @@ def test_matched_asyrp_brackets_the_level_between_two_scales_of_every_direction(
     with pytest.raises(ValueError, match="one code per training seed"):
         matched_asyrp(tiny_unet, sched, task, {0: z}, directions, level, t_edit=300, digit_classifier=clf,
                       domain_classifier=dom)
+
+
+def test_noised_bottleneck_is_the_bottleneck_of_the_noised_images(tiny_unet):
+    from dpmlatent.hspace import noised_bottleneck
+
+    sched = _ddim()
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    xt = sched.add_noise(x0, noise, torch.full((3,), 300))
+    with torch.no_grad():
+        assert torch.equal(noised_bottleneck(tiny_unet, sched, x0, 300, noise), bottleneck(tiny_unet, xt, torch.tensor(300)))

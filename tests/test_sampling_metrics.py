@@ -177,3 +177,32 @@ def test_clean_paths_needs_the_ends_one_switch_and_no_third_label():
         clean_paths(labels[:, :1], first, second)
     with pytest.raises(ValueError, match="labels must be"):
         clean_paths(labels, first[:4], second)
+
+
+def test_interpolation_pairs_have_different_labels_and_are_seeded():
+    from dpmlatent.metrics import interpolation_pairs
+
+    labels = torch.arange(20) % 4
+    a, b = interpolation_pairs(labels, 10, generator=torch.Generator().manual_seed(0))
+    assert a.shape == b.shape == (10,) and (labels[a] != labels[b]).all()
+    a2, b2 = interpolation_pairs(labels, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, a2) and torch.equal(b, b2)
+    with pytest.raises(ValueError, match="found only"):
+        interpolation_pairs(torch.zeros(20, dtype=torch.long), 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="num must be"):
+        interpolation_pairs(labels, 0, generator=torch.Generator())
+
+
+def test_fmt_mean_and_count_calls():
+    from dpmlatent.notebook import count_calls
+    from dpmlatent.reporting import fmt_mean
+
+    assert fmt_mean(torch.tensor([1.0, 1.2, 0.8, 1.0])) == "1.00"         # se 0.08: two decimals
+    with pytest.raises(ValueError, match="at least 2"):
+        fmt_mean(torch.tensor([1.0]))
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with count_calls(a, b) as calls:
+        a(torch.zeros(3, 2)); a(torch.zeros(1, 2)); b(torch.zeros(1, 2))
+    assert calls == {0: 2, 1: 1}
+    a(torch.zeros(1, 2))                                                   # hooks are gone after the block
+    assert calls == {0: 2, 1: 1}

@@ -43,7 +43,7 @@ from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
                      step_with_noise, without_clipping)
 
-__all__ = ["bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
+__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
            "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss"]
 
 
@@ -64,6 +64,13 @@ def bottleneck(unet, x: torch.Tensor, t, *, cond=None) -> torch.Tensor:
     finally:
         handle.remove()
     return seen[0]
+
+
+def noised_bottleneck(unet, scheduler, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+    """``h_t`` of clean images: :func:`bottleneck` at ``x_t = scheduler.add_noise(x0, noise, t)`` (one
+    training timestep ``t`` for the whole batch); the features of chapters 8 and 9's linear probes."""
+    xt = scheduler.add_noise(x0, noise, torch.full((len(x0),), t))
+    return bottleneck(unet, xt, torch.tensor(t))
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "slant", "class_median_split", "clean_paths", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "slant", "class_median_split", "clean_paths", "interpolation_pairs", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -203,6 +203,21 @@ def class_median_split(values: torch.Tensor, labels: torch.Tensor, reference_val
     medians = {c: reference_values[reference_labels == c].median() for c in labels.unique().tolist()}
     cut = torch.stack([medians[c] for c in labels.tolist()]) if len(labels) else values
     return (values > cut.to(values)).long()
+
+
+def interpolation_pairs(labels: torch.Tensor, num: int, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num`` pairs of indices into ``labels`` ``(N,)`` whose labels differ: ``(first, second)``, each
+    ``(num,)`` int64 on the CPU. Draws ``4 * num`` candidate firsts, then ``4 * num`` seconds, from
+    ``generator`` and keeps the first ``num`` candidate pairs of different labels (pairs may repeat an
+    index)."""
+    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}")
+    n = len(labels)
+    first, second = torch.randint(n, (4 * num,), generator=generator), torch.randint(n, (4 * num,), generator=generator)
+    keep = (labels.cpu()[first] != labels.cpu()[second]).nonzero().flatten()[:num]
+    if len(keep) < num:
+        raise ValueError(f"found only {len(keep)} of {num} pairs with different labels among {4 * num} candidates")
+    return first[keep], second[keep]
 
 
 def clean_paths(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

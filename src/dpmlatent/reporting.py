@@ -26,7 +26,7 @@ import math
 
 import torch
 
-__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_fraction", "share_column", "Column", "Table"]
+__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_mean", "fmt_fraction", "share_column", "Column", "Table"]
 
 _FLOORS = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
@@ -88,6 +88,15 @@ def decimals_for(uncertainty: float) -> int:
 def fmt(value: float, uncertainty: float) -> str:
     """``value`` rounded to the decimal place its ``uncertainty`` supports (see :func:`decimals_for`)."""
     return f"{float(value):.{decimals_for(uncertainty)}f}"
+
+
+def fmt_mean(values: torch.Tensor) -> str:
+    """The mean of ``values`` (``(N,)``, ``N >= 2``) at the precision of its standard error
+    ``std / sqrt(N)`` (:func:`fmt`)."""
+    values = torch.as_tensor(values).flatten().double()
+    if len(values) < 2:
+        raise ValueError(f"values must hold at least 2 numbers for a standard error, got {len(values)}")
+    return fmt(values.mean(), float(values.std() / math.sqrt(len(values))))
 
 
 def fmt_fraction(value: float, n: int) -> str:
