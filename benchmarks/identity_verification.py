@@ -9,6 +9,13 @@ digit), the AUC against *other faces* only and against *other variants of the sa
 the true-accept rate at the similarity threshold with a 1% false-accept rate.
 
     .venv/bin/python benchmarks/identity_verification.py [--steps 3000] [--per-digit 6] [--embed-faces 12]
+
+First run (2026-12-05, defaults, 2 threads, AVX-512 Xeon): AUC all pairs 0.872 at 8x8 and 0.904 at
+16x16 (vs other faces 0.876 / 0.906, vs other variants of the same face 0.834 / 0.876), true-accept
+rate at 1% false accepts 0.25 / 0.33; training 57 / 74 s. Faces are told apart, but not well enough
+for a "same individual" verdict at a low false-accept rate at either size: the next step is a
+stronger embedding (more faces to train on, more steps, a larger margin) or fewer, better separated
+individuals, before any generator is trained on fonts.
 """
 
 import argparse
