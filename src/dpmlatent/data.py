@@ -40,6 +40,10 @@ __all__ = [
     "toy_2d",
     "TOY_NAMES",
     "random_shift",
+    "FONT_FACES",
+    "FONT_VARIANTS",
+    "FontIndividuals",
+    "font_individuals",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -278,3 +282,100 @@ def random_shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
     dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
     return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+# --- typefaces as individuals (the identity-coverage experiment) -----------------------------
+
+#: Every face in matplotlib's ``mpl-data/fonts/ttf`` that draws the digits 0-9 (22 of its 42 files:
+#: the others are symbol, display or fallback fonts; ``cmex10`` and ``cmsy10`` put symbols where
+#: the digits would be).
+FONT_FACES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+    "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmmi10.ttf",
+)
+#: Synthetic variants of each face: ``(width factor, stroke change in pixels at 96 pt)``; a face
+#: and a variant together are one *individual* (whether an embedding can tell them apart is measured,
+#: not assumed).
+FONT_VARIANTS = ((1.0, 0), (0.75, 0), (1.3, 0), (1.0, 3), (1.0, -1))
+
+
+class FontIndividuals(NamedTuple):
+    """Digits drawn by typeface individuals.
+
+    Attributes:
+        images: ``(N, 1, R, R)`` float32 in ``[-1, 1]``.
+        labels: ``(N,)`` int64 digit values.
+        individuals: ``(N,)`` int64 individual index into ``names``.
+        names: ``"<face>|w<width>|s<stroke>"`` for every individual.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    individuals: torch.Tensor
+    names: tuple[str, ...]
+
+
+def _render_individual(char: str, font_file: str, width: float, stroke: int, resolution: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """``char`` in one face and variant, at ``resolution`` (8 or 16), with a small jitter."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    font = _font(font_file)
+    canvas = Image.new("L", (200, 160), 0)
+    ImageDraw.Draw(canvas).text((50, 10), char, fill=255, font=font)
+    if stroke:
+        size = 2 * abs(stroke) + 1
+        canvas = canvas.filter(ImageFilter.MaxFilter(size) if stroke > 0 else ImageFilter.MinFilter(size))
+    glyph = canvas.crop(canvas.getbbox()) if canvas.getbbox() else canvas
+    w, h = glyph.size
+    glyph = glyph.resize((max(1, round(w * width)), h), Image.LANCZOS)
+    w, h = glyph.size
+    scale = 28.0 / max(h, w * 28.0 / 30.0)
+    glyph = glyph.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    square = Image.new("L", (_RENDER, _RENDER), 0)
+    square.paste(glyph, ((_RENDER - glyph.size[0]) // 2, (_RENDER - glyph.size[1]) // 2))
+    angle = math.radians(rng.uniform(-4.0, 4.0))                 # smaller than the typeset set's jitter:
+    s = rng.uniform(0.95, 1.03)                                   # the face must stay recognisable
+    tx, ty = rng.uniform(-1.0, 1.0, size=2)
+    a, b = math.cos(angle) / s, math.sin(angle) / s
+    d, e = -math.sin(angle) / s, math.cos(angle) / s
+    c0 = _RENDER / 2
+    coeffs = (a, b, c0 - a * c0 - b * c0 - tx, d, e, c0 - d * c0 - e * c0 - ty)
+    square = square.transform(square.size, Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    ink = np.asarray(square, dtype=np.float32) / 255.0
+    k = _RENDER // resolution
+    ink = ink.reshape(resolution, k, resolution, k).mean(axis=(1, 3))
+    return np.round(np.clip(ink * 1.6, 0.0, 1.0) * 16.0) / 16.0
+
+
+@functools.lru_cache(maxsize=None)
+def _font_individuals(resolution: int, per_digit: int, seed: int) -> FontIndividuals:
+    rng = np.random.default_rng(seed)
+    images, labels, owners, names = [], [], [], []
+    for face in FONT_FACES:
+        for width, stroke in FONT_VARIANTS:
+            names.append(f"{face.removesuffix('.ttf')}|w{width:g}|s{stroke:+d}")
+            for digit in range(10):
+                for _ in range(per_digit):
+                    images.append(_render_individual(str(digit), face, width, stroke, resolution, rng))
+                    labels.append(digit)
+                    owners.append(len(names) - 1)
+    x = torch.from_numpy(np.stack(images)).unsqueeze(1) * 2.0 - 1.0
+    return FontIndividuals(x, torch.tensor(labels), torch.tensor(owners), tuple(names))
+
+
+def font_individuals(*, resolution: int = 8, per_digit: int = 4, seed: int = 0) -> FontIndividuals:
+    """Every individual (:data:`FONT_FACES` x :data:`FONT_VARIANTS`, 110) drawing each digit
+    ``per_digit`` times with a small random jitter (rotation +-4 deg, scale 0.95-1.03, shift +-1 px at
+    32x32), box-filtered to ``resolution`` x ``resolution`` (8 or 16) and quantised to 17 grey levels.
+    Deterministic from ``seed``; the split into embedding / generator / held-out individuals is
+    the experiment's, by individual.
+    """
+    if resolution not in (8, 16):
+        raise ValueError(f"resolution must be 8 or 16, got {resolution!r}")
+    if not isinstance(per_digit, int) or isinstance(per_digit, bool) or per_digit < 1:
+        raise ValueError(f"per_digit must be a positive integer, got {per_digit!r}")
+    return _font_individuals(resolution, per_digit, seed)

@@ -6,6 +6,8 @@ energy here is differentiable in the images and runs on their device and dtype.
 * :func:`classifier_energy` — ``E(x) = -log p(y | x)`` of a classifier (the zoo's digit classifier).
 * :func:`clip_energy` — ``E(x) = 1 - cos(f_img(x), f_txt(prompt))`` of any **open_clip** model
   (the zoo's tiny ``clip-digits``, or real open_clip weights loaded with :func:`dpmlatent.clip.load_clip`).
+* :func:`identity_energy` — ``E(x) = 1 - cos(e(x), mean_k e(x_ref,k))`` of an identity embedding
+  (:class:`dpmlatent.identity.IdentityEmbedding`; the paper's ArcFace energy at the book's scale).
 * :func:`combine` — ``E(x) = sum_i w_i E_i(x)``.
 """
 
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from .clip import check_images
 
-__all__ = ["classifier_energy", "clip_energy", "combine"]
+__all__ = ["classifier_energy", "clip_energy", "identity_energy", "combine"]
 
 
 def classifier_energy(classifier: torch.nn.Module, target) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -74,6 +76,27 @@ def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.T
         if len(text) not in (1, len(img)):
             raise ValueError(f"{len(text)} prompts for {len(img)} images: give one prompt, or one per image")
         return 1 - (img * text.to(img.dtype)).sum(-1)
+    return energy
+
+
+def identity_energy(embed: torch.nn.Module, references: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``E(x) = 1 - cos(e(x), c)`` with ``c`` the normalised mean embedding of ``references``: 0 for
+    an image embedded exactly like the reference individual, up to 2 for the opposite direction.
+
+    Args:
+        embed: maps images ``(B, 1, R, R)`` to unit vectors ``(B, D)``
+            (:class:`dpmlatent.identity.IdentityEmbedding`).
+        references: ``(K, 1, R, R)`` images of one individual, ``K >= 1``.
+    """
+    if not isinstance(references, torch.Tensor) or references.ndim != 4 or not len(references):
+        raise ValueError(f"references must be (K, C, H, W) images with K >= 1, got "
+                         f"{tuple(getattr(references, 'shape', ())) or type(references).__name__}")
+    with torch.no_grad():
+        centre = F.normalize(embed(references).mean(0), dim=0)
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        return 1.0 - embed(x) @ centre.to(x.device, x.dtype)
     return energy
 
 
