@@ -317,3 +317,29 @@ def test_settling_sweep_reports_each_step_size():
     with pytest.raises(ValueError, match="step_sizes"):
         settling_sweep(CoverageModel(gan, codes, 1.0, 1), 2.0, classifier_energy(judge, 7), step_sizes=[],
                        steps=8, seed=9, judge=judge, target=7)
+
+
+def test_target_gap_and_target_rarity_gap_work_over_targets():
+    from dpmlatent.coverage import per_target_share, target_gap, target_rarity_gap
+
+    targets = torch.arange(6).repeat(4)                  # 6 targets, 4 chains each, target-interleaved
+    # model a hits targets 0-2 always and 3-5 never; model b hits target 0 only half the time, nothing else
+    a = targets < 3
+    b = (targets == 0) & (torch.arange(24) < 12)
+    share_a = per_target_share(a, targets, range(6))
+    assert share_a.tolist() == [1, 1, 1, 0, 0, 0]
+    assert per_target_share(b, targets, [0, 1]).tolist() == [0.5, 0.0]
+    gap = target_gap(a, b, targets, range(3))
+    assert gap.estimate == pytest.approx((0.5 + 1 + 1) / 3) and (gap.n, gap.seeds) == (3, 4)
+    assert gap.resolution == pytest.approx(0.5 / 12 ** 0.5)
+    assert target_gap(a, a, targets, range(6)).estimate == 0.0
+    rg = target_rarity_gap(a, b, targets, rare=[1, 2], common=[3, 4, 5])
+    assert rg.estimate == pytest.approx(1.0) and rg.seeds == 4
+    with pytest.raises(ValueError, match="at least 2"):
+        target_gap(a, b, targets, [0])
+    with pytest.raises(ValueError, match="no chain was aimed at target 9"):
+        per_target_share(a, targets, [9])
+    with pytest.raises(ValueError, match="no target twice"):
+        target_rarity_gap(a, b, targets, rare=[1, 2], common=[2, 3])
+    with pytest.raises(ValueError, match="targets must be"):
+        per_target_share(a, targets[:5], [0])

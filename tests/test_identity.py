@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dpmlatent import data
-from dpmlatent.identity import (IdentityConfig, IdentityEmbedding, roc_auc, threshold_at_far, train_identity,
-                                verification_pairs)
+from dpmlatent.identity import (IdentityConfig, IdentityEmbedding, centre_pairs, reference_centres, roc_auc,
+                                threshold_at_far, train_identity, verification_pairs)
 
 
 def test_font_individuals_are_deterministic_and_shaped():
@@ -23,6 +23,44 @@ def test_font_individuals_are_deterministic_and_shaped():
         data.font_individuals(per_digit=0)
 
 
+def test_font_glyphs_draw_each_individual_from_its_own_stream():
+    a = data.font_glyphs([3, 7], 2, seed=5)
+    b = data.font_glyphs([7], 2, seed=5)
+    assert torch.equal(a.images[a.individuals == 7], b.images)            # independent of the others drawn
+    assert not torch.equal(b.images, data.font_glyphs([7], 2, seed=6).images)
+    c = data.font_glyphs([3, 7], [1, 3])
+    assert torch.equal(torch.bincount(c.individuals, minlength=8)[[3, 7]], torch.tensor([10, 30]))
+    for bad in ([], [3, 3], [110], [-1]):
+        with pytest.raises(ValueError, match="individuals must be"):
+            data.font_glyphs(bad, 1)
+    with pytest.raises(ValueError, match="per_digit"):
+        data.font_glyphs([1, 2], [1])
+
+
+def test_font_split_is_disjoint_by_face_and_zipf_data_follow_it():
+    s = data.font_split()
+    parts = [set(s.embedding), set(s.generator), set(s.held_out)]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == len(data.font_names())
+    faces = [{i // len(data.FONT_VARIANTS) for i in p} for p in parts]
+    assert not (faces[0] & faces[1] or faces[0] & faces[2] or faces[1] & faces[2])     # split by face
+    assert (len(s.embedding), len(s.held_out)) == (50, 20)
+    counts = s.per_digit()
+    assert counts[0] == data.ZIPF_TOP and counts[-1] == 1 and list(counts) == sorted(counts, reverse=True)
+    assert data.font_split(seed=1) != s and data.font_split() == s
+    z = data.zipf_fonts()
+    names = data.font_names()
+    per_individual = {n: z.styles.count(n) for n in set(z.styles)}
+    assert per_individual == {names[i]: 10 * c for i, c in zip(s.generator, counts)}
+    assert z.images.shape == (10 * sum(counts), 1, 8, 8) and set(z.labels.tolist()) == set(range(10))
+    e = data.embedding_fonts()
+    assert set(e.labels.tolist()) == set(s.embedding)                 # labelled by individual
+    assert not torch.equal(e.images, data.embedding_fonts("test").images)
+    with pytest.raises(ValueError, match="held_out_faces"):
+        data.font_split(held_out_faces=0)
+    with pytest.raises(ValueError, match="leave at least one"):
+        data.font_split(embedding_faces=18, held_out_faces=4)
+
+
 def test_embedding_gives_unit_vectors_and_checks_its_input():
     model = IdentityEmbedding(IdentityConfig(resolution=8, dim=16, width=4))
     e = model(torch.rand(5, 1, 8, 8) * 2 - 1)
@@ -33,6 +71,10 @@ def test_embedding_gives_unit_vectors_and_checks_its_input():
         IdentityConfig(dim=8)
     with pytest.raises(ValueError, match="resolution"):
         IdentityConfig(resolution=32)
+    with pytest.raises(ValueError, match="arch"):
+        IdentityConfig(arch="vit")
+    mlp = IdentityEmbedding(IdentityConfig(dim=16, width=4, arch="mlp"))
+    assert torch.allclose(mlp(torch.zeros(2, 1, 8, 8) + 0.3).norm(dim=1), torch.ones(2), atol=1e-6)
 
 
 def test_roc_auc_against_brute_force_and_ties():
@@ -64,6 +106,26 @@ def test_verification_pairs_count_every_pair_once():
     assert len(same) == 1 + 3 and len(diff) == 15 - 4
     with pytest.raises(ValueError, match="embeddings must be"):
         verification_pairs(e, ids[:5])
+    digits = torch.tensor([0, 1, 0, 1, 0, 0])
+    same, diff = verification_pairs(e, ids, digits)       # same-digit pairs: (0,2) (0,4) (0,5) (2,4) (2,5) (4,5) (1,3)
+    assert len(same) == 1 and len(diff) == 6
+    assert torch.allclose(same, (e[2] @ e[4]).reshape(1))
+
+
+def test_reference_centres_and_centre_pairs():
+    e = torch.eye(4)[[0, 0, 1, 2, 3, 3]]                   # embeddings are the rows themselves
+    embed = lambda x: x.flatten(1)
+    ids, digits = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([5, 5, 5, 6, 5, 6])
+    c = reference_centres(embed, e, ids, digits, 3)
+    assert c.shape == (3, 10, 4) and torch.equal(c[0, 5], torch.eye(4)[0]) and torch.equal(c[1, 6], torch.eye(4)[2])
+    assert torch.equal(c[0, 6], torch.zeros(4))
+    probes = torch.eye(4)[[0, 3]]
+    same, diff = centre_pairs(probes, torch.tensor([0, 2]), torch.tensor([5, 6]), c, [0, 1, 2])
+    assert same.tolist() == [1.0, 1.0] and sorted(diff.tolist()) == [0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="candidates"):
+        centre_pairs(probes, torch.tensor([0, 2]), torch.tensor([5, 6]), c, [0, 1])
+    with pytest.raises(ValueError, match="individuals must be in"):
+        reference_centres(embed, e, ids, digits, 2)
 
 
 def test_train_identity_separates_easy_individuals_and_rejects_bad_input():
@@ -110,3 +172,86 @@ def test_identity_energy_value_and_gradient_on_known_inputs():
     assert float(y.grad[0, 0, 0, 0]) == pytest.approx(-0.8 * 0.8, abs=1e-6)
     with pytest.raises(ValueError, match="references must be"):
         identity_energy(Fixed(), torch.zeros(0, 1, 8, 8))
+    # several targets in one batch: image b is compared with target b % T
+    other = torch.zeros(1, 1, 8, 8)
+    other[0, 0, 0, 1] = 1.0                                       # embeds to (0, 1)
+    both = identity_energy(Fixed(), [refs, other])
+    x2 = torch.cat([x[:1], x[:1], x[1:2], x[1:2]])               # (1,0) (1,0) (0,1) (0,1)
+    assert torch.allclose(both(x2), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="multiple of the number of targets"):
+        both(x)
+    with pytest.raises(ValueError, match="at least one"):
+        identity_energy(Fixed(), [])
+
+
+def test_identity_matches_needs_a_legible_digit_and_the_target_identity():
+    from dpmlatent.identity import identity_matches
+
+    class Judge(torch.nn.Module):                # reads digit 3 when pixel (0, 0) is inked, else is unsure
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def features(self, x):
+            return (x[:, 0, 0, 0] > 0).float()[:, None]
+
+        def head(self, sure):
+            return sure * 20 * torch.nn.functional.one_hot(torch.full((len(sure),), 3), 10).float()
+
+    embed = lambda x: torch.nn.functional.normalize(x.flatten(1)[:, 1:3], dim=1)
+    centres = torch.zeros(2, 10, 2)
+    centres[0, 3] = torch.tensor([1.0, 0.0])
+    centres[1, 3] = torch.tensor([0.0, 1.0])
+    x = -torch.ones(3, 1, 8, 8)
+    x[:2, 0, 0, 0] = 1.0                          # images 0 and 1 legible, image 2 not
+    x[:, 0, 0, 1], x[:, 0, 0, 2] = 1.0, 0.0        # every image embeds to (1, 0): individual 0's direction
+    ok = identity_matches(x, torch.tensor([0, 1, 0]), digit_judge=Judge(), embed=embed, centres=centres,
+                          threshold=0.9)
+    assert ok.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="targets must be"):
+        identity_matches(x, torch.tensor([0.0, 1.0, 0.0]), digit_judge=Judge(), embed=embed, centres=centres,
+                         threshold=0.9)
+    with pytest.raises(ValueError, match="threshold"):
+        identity_matches(x, torch.tensor([0, 1, 0]), digit_judge=Judge(), embed=embed, centres=centres, threshold=2.0)
+
+
+def test_identity_coverage_buckets_targets_and_distances():
+    from dpmlatent import identity_coverage as ic
+
+    split = data.font_split()
+    b = ic.buckets(split)
+    assert tuple(b) == ic.BUCKETS and all(len(v) == 8 for v in b.values())
+    assert b["frequent"] == split.generator[:8]
+    ranks = [split.generator.index(i) + 1 for i in b["rare"]]
+    assert ranks == list(range(26, 41, 2))
+    assert set(b["held-out"]) <= set(split.held_out)
+    assert len({i // len(data.FONT_VARIANTS) for i in b["held-out"]}) == 4          # every held-out face
+    with pytest.raises(ValueError, match="per_bucket"):
+        ic.buckets(split, per_bucket=11)
+    refs = ic.references([3, 50])
+    assert len(refs) == 2 and refs[0].shape == (10, 1, 8, 8) and refs[0].dtype == torch.float64
+    t = ic.chain_targets([4, 5, 6], 6, 2)
+    assert t.tolist() == [4, 5, 6] * 4
+    with pytest.raises(ValueError, match="multiple"):
+        ic.chain_targets([4, 5, 6], 4, 1)
+    train = torch.zeros(3, 1, 2, 2)
+    train[1] = 1.0
+    x = torch.full((2, 1, 2, 2), 0.75)
+    x[1] = 0.0
+    assert ic.nearest_distance(x, train).tolist() == [0.5, 0.0]
+    imgs = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.ones(1, 2, 2) * 5])
+    div = ic.within_target_diversity(imgs, torch.tensor([0, 0, 1, 2]))
+    assert div.tolist() == [2.0]                       # only target 0 has two images; their distance is 2
+
+
+def test_identity_calibration_holds_its_false_accept_rate():
+    from dpmlatent import identity_coverage as ic
+    from dpmlatent.zoo import load
+
+    judge = load("identity-fonts-judge")
+    cal = ic.calibrate(judge, far=0.05)
+    assert cal.centres.shape == (110, 10, judge.config.dim)
+    assert torch.allclose(cal.centres.norm(dim=2), torch.ones(110, 10), atol=1e-5)
+    assert cal.n_same == 20 * 10 * 2 and cal.n_different == cal.n_same * 19
+    assert 0.3 < cal.tar <= 1.0 and -1.0 < cal.threshold < 1.0
+    assert ic.calibrate(judge, far=0.01).threshold >= cal.threshold

@@ -29,13 +29,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import metrics
-from .evidence import Interval, as_share, difference_of_shares, unpaired_bootstrap_ci, wilson_interval
+from .evidence import (Interval, as_share, difference_of_shares, paired_bootstrap_ci, unpaired_bootstrap_ci,
+                       wilson_interval)
 from .guidance import Plateau, guide, plateau
 from .latent import LatentCode
 from .reporting import Column, Table, fmt, fmt_fraction
 
 __all__ = ["CoverageModel", "Chains", "mean_pairwise_distance", "coverage_experiment", "settling_sweep", "successes",
-           "success_gap", "rarity_gap", "format_coverage_table"]
+           "success_gap", "rarity_gap", "format_coverage_table", "per_target_share", "target_gap",
+           "target_rarity_gap"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,3 +304,55 @@ def format_coverage_table(chains: Sequence[Chains], judges: dict[str, object], t
                   _diversity(good)]
         rows.append(cells)
     return Table(cols, rows)
+
+
+# --- many targets in one run (the identity experiment: one target individual per chain) --------
+
+def per_target_share(ok: torch.Tensor, targets: torch.Tensor, among) -> torch.Tensor:
+    """``(len(among),)`` float64: the share of successes among the chains aimed at each target in
+    ``among`` (``ok`` and ``targets`` ``(N,)``, chain ``n`` aimed at ``targets[n]``)."""
+    _check_ok(ok, "ok")
+    if targets.shape != ok.shape:
+        raise ValueError(f"targets must be {tuple(ok.shape)}, got {tuple(targets.shape)}")
+    out = []
+    for t in among:
+        hit = targets == int(t)
+        if not hit.any():
+            raise ValueError(f"no chain was aimed at target {int(t)}")
+        out.append(ok[hit].double().mean())
+    return torch.stack(out)
+
+
+def _chains_per_target(targets: torch.Tensor, among) -> int:
+    return min(int((targets == int(t)).sum()) for t in among)
+
+
+def target_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Tensor, among, *,
+               n_resamples: int = 2000) -> Interval:
+    """Success share of model ``a`` minus model ``b`` over the targets ``among`` (a bucket of
+    individuals), both guided towards the same targets (``targets`` ``(N,)`` for both): the mean over
+    targets of the per-target difference, with a BCa bootstrap **over targets** (paired: a target that
+    is hard for one model tends to be hard for the other), so the interval covers which individuals
+    happened to be chosen as well as the chains' randomness. ``n`` is the number of targets, ``seeds``
+    the chains per target; printed as a share."""
+    among = list(among)
+    if len(among) < 2:
+        raise ValueError(f"among must name at least 2 targets, got {among!r}")
+    a, b = per_target_share(ok_a, targets, among), per_target_share(ok_b, targets, among)
+    iv = paired_bootstrap_ci(a, b, n_resamples=n_resamples)
+    return as_share(dataclasses.replace(iv, n=len(among), seeds=_chains_per_target(targets, among)))
+
+
+def target_rarity_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Tensor, rare, common, *,
+                      n_resamples: int = 2000) -> Interval:
+    """Does model ``a``'s advantage over ``b`` grow from the ``common`` targets to the ``rare`` ones?
+    ``mean_rare(a - b) - mean_common(a - b)`` of the per-target differences, the two buckets
+    resampled independently (BCa, :func:`~dpmlatent.evidence.unpaired_bootstrap_ci`); printed as a share."""
+    rare, common = list(rare), list(common)
+    if len(rare) < 2 or len(common) < 2 or set(rare) & set(common):
+        raise ValueError("rare and common must each name at least 2 targets, and no target twice")
+    d = {name: per_target_share(ok_a, targets, among) - per_target_share(ok_b, targets, among)
+         for name, among in (("rare", rare), ("common", common))}
+    iv = unpaired_bootstrap_ci(d["rare"], d["common"], n_resamples=n_resamples)
+    return as_share(dataclasses.replace(iv, seeds=min(_chains_per_target(targets, rare),
+                                                      _chains_per_target(targets, common))))

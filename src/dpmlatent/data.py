@@ -44,6 +44,13 @@ __all__ = [
     "FONT_VARIANTS",
     "FontIndividuals",
     "font_individuals",
+    "font_names",
+    "font_glyphs",
+    "ZIPF_TOP",
+    "FontSplit",
+    "font_split",
+    "zipf_fonts",
+    "embedding_fonts",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -300,6 +307,8 @@ FONT_FACES = (
 #: and a variant together are one *individual* (whether an embedding can tell them apart is measured,
 #: not assumed).
 FONT_VARIANTS = ((1.0, 0), (0.75, 0), (1.3, 0), (1.0, 3), (1.0, -1))
+#: Glyphs per digit of the most frequent generator individual (:meth:`FontSplit.per_digit`).
+ZIPF_TOP = 40
 
 
 class FontIndividuals(NamedTuple):
@@ -308,8 +317,8 @@ class FontIndividuals(NamedTuple):
     Attributes:
         images: ``(N, 1, R, R)`` float32 in ``[-1, 1]``.
         labels: ``(N,)`` int64 digit values.
-        individuals: ``(N,)`` int64 individual index into ``names``.
-        names: ``"<face>|w<width>|s<stroke>"`` for every individual.
+        individuals: ``(N,)`` int64 individual index into ``names`` (and into :func:`font_names`).
+        names: ``"<face>|w<width>|s<stroke>"`` for every individual (all of them, whichever were drawn).
     """
 
     images: torch.Tensor
@@ -318,14 +327,22 @@ class FontIndividuals(NamedTuple):
     names: tuple[str, ...]
 
 
-def _render_individual(char: str, font_file: str, width: float, stroke: int, resolution: int,
-                       rng: np.random.Generator) -> np.ndarray:
-    """``char`` in one face and variant, at ``resolution`` (8 or 16), with a small jitter."""
+def font_names() -> tuple[str, ...]:
+    """The name of every individual, ``"<face>|w<width>|s<stroke>"``, in index order: individual
+    ``i`` is face ``i // len(FONT_VARIANTS)`` in :data:`FONT_FACES` with variant ``i % len(FONT_VARIANTS)``."""
+    return tuple(f"{face.removesuffix('.ttf')}|w{w:g}|s{s:+d}" for face in FONT_FACES for w, s in FONT_VARIANTS)
+
+
+@functools.lru_cache(maxsize=None)
+def _base_glyph(char: str, individual: int):
+    """``char`` in one face and variant, stroke changed and width scaled at 96 pt, fitted into the
+    32x32 canvas (a PIL image; the costly part of a render, so it is cached and only the jitter is redrawn)."""
     from PIL import Image, ImageDraw, ImageFilter
 
-    font = _font(font_file)
+    face = FONT_FACES[individual // len(FONT_VARIANTS)]
+    width, stroke = FONT_VARIANTS[individual % len(FONT_VARIANTS)]
     canvas = Image.new("L", (200, 160), 0)
-    ImageDraw.Draw(canvas).text((50, 10), char, fill=255, font=font)
+    ImageDraw.Draw(canvas).text((50, 10), char, fill=255, font=_font(face))
     if stroke:
         size = 2 * abs(stroke) + 1
         canvas = canvas.filter(ImageFilter.MaxFilter(size) if stroke > 0 else ImageFilter.MinFilter(size))
@@ -337,6 +354,14 @@ def _render_individual(char: str, font_file: str, width: float, stroke: int, res
     glyph = glyph.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
     square = Image.new("L", (_RENDER, _RENDER), 0)
     square.paste(glyph, ((_RENDER - glyph.size[0]) // 2, (_RENDER - glyph.size[1]) // 2))
+    return square
+
+
+def _render_individual(char: str, individual: int, resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """One jittered draw of ``char`` by ``individual`` at ``resolution`` (8 or 16), ink in ``[0, 1]``."""
+    from PIL import Image
+
+    square = _base_glyph(char, individual)
     angle = math.radians(rng.uniform(-4.0, 4.0))                 # smaller than the typeset set's jitter:
     s = rng.uniform(0.95, 1.03)                                   # the face must stay recognisable
     tx, ty = rng.uniform(-1.0, 1.0, size=2)
@@ -351,31 +376,112 @@ def _render_individual(char: str, font_file: str, width: float, stroke: int, res
     return np.round(np.clip(ink * 1.6, 0.0, 1.0) * 16.0) / 16.0
 
 
-@functools.lru_cache(maxsize=None)
-def _font_individuals(resolution: int, per_digit: int, seed: int) -> FontIndividuals:
-    rng = np.random.default_rng(seed)
-    images, labels, owners, names = [], [], [], []
-    for face in FONT_FACES:
-        for width, stroke in FONT_VARIANTS:
-            names.append(f"{face.removesuffix('.ttf')}|w{width:g}|s{stroke:+d}")
-            for digit in range(10):
-                for _ in range(per_digit):
-                    images.append(_render_individual(str(digit), face, width, stroke, resolution, rng))
-                    labels.append(digit)
-                    owners.append(len(names) - 1)
+def font_glyphs(individuals, per_digit, *, resolution: int = 8, seed: int = 0) -> FontIndividuals:
+    """Glyphs of the chosen individuals: each draws every digit ``per_digit`` times (an integer,
+    or one integer per individual) with a small random jitter (rotation +-4 deg, scale 0.95-1.03,
+    shift +-1 px at 32x32), box-filtered to ``resolution`` x ``resolution`` and quantised to 17 grey
+    levels. Individual ``i``'s draws come from its own random stream ``(seed, i)``, so they do not
+    depend on which other individuals are drawn.
+
+    Args:
+        individuals: indices into :func:`font_names` (``0 <= i < 110``), no repeats.
+        per_digit: glyphs per digit, ``>= 1``; a sequence gives each individual its own count.
+        resolution: 8 or 16.
+        seed: the draw; different seeds give different jitters of the same glyphs.
+    """
+    if resolution not in (8, 16):
+        raise ValueError(f"resolution must be 8 or 16, got {resolution!r}")
+    ids = [int(i) for i in individuals]
+    n = len(FONT_FACES) * len(FONT_VARIANTS)
+    if not ids or len(set(ids)) != len(ids) or not all(0 <= i < n for i in ids):
+        raise ValueError(f"individuals must be distinct indices in [0, {n}), got {list(individuals)!r}")
+    counts = [per_digit] * len(ids) if isinstance(per_digit, int) else list(per_digit)
+    if len(counts) != len(ids) or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts):
+        raise ValueError(f"per_digit must be a positive integer or one per individual, got {per_digit!r}")
+    images, labels, owners = [], [], []
+    for i, count in zip(ids, counts):
+        rng = np.random.default_rng([seed, i])
+        for digit in range(10):
+            for _ in range(count):
+                images.append(_render_individual(str(digit), i, resolution, rng))
+        labels += [d for d in range(10) for _ in range(count)]
+        owners += [i] * (10 * count)
     x = torch.from_numpy(np.stack(images)).unsqueeze(1) * 2.0 - 1.0
-    return FontIndividuals(x, torch.tensor(labels), torch.tensor(owners), tuple(names))
+    return FontIndividuals(x, torch.tensor(labels), torch.tensor(owners), font_names())
 
 
 def font_individuals(*, resolution: int = 8, per_digit: int = 4, seed: int = 0) -> FontIndividuals:
     """Every individual (:data:`FONT_FACES` x :data:`FONT_VARIANTS`, 110) drawing each digit
-    ``per_digit`` times with a small random jitter (rotation +-4 deg, scale 0.95-1.03, shift +-1 px at
-    32x32), box-filtered to ``resolution`` x ``resolution`` (8 or 16) and quantised to 17 grey levels.
-    Deterministic from ``seed``; the split into embedding / generator / held-out individuals is
-    the experiment's, by individual.
+    ``per_digit`` times (:func:`font_glyphs` of all of them)."""
+    return font_glyphs(range(len(FONT_FACES) * len(FONT_VARIANTS)), per_digit, resolution=resolution, seed=seed)
+
+
+class FontSplit(NamedTuple):
+    """The identity experiment's three disjoint sets of individuals (indices into :func:`font_names`),
+    split by *face*, so no variant of a face is on two sides.
+
+    Attributes:
+        embedding: individuals that train the identity embeddings (energy and judge).
+        generator: individuals in the generators' training data, most frequent first
+            (rank ``k``, from 1, draws each digit ``round(top / k)`` times, at least once: Zipf).
+        held_out: individuals no model saw.
     """
-    if resolution not in (8, 16):
-        raise ValueError(f"resolution must be 8 or 16, got {resolution!r}")
-    if not isinstance(per_digit, int) or isinstance(per_digit, bool) or per_digit < 1:
-        raise ValueError(f"per_digit must be a positive integer, got {per_digit!r}")
-    return _font_individuals(resolution, per_digit, seed)
+
+    embedding: tuple[int, ...]
+    generator: tuple[int, ...]
+    held_out: tuple[int, ...]
+
+    def per_digit(self, top: int = ZIPF_TOP) -> tuple[int, ...]:
+        """Glyphs per digit of each generator individual, in rank order: ``max(1, round(top / k))``."""
+        return tuple(max(1, round(top / k)) for k in range(1, len(self.generator) + 1))
+
+
+def font_split(*, embedding_faces: int = 10, held_out_faces: int = 4, seed: int = 0) -> FontSplit:
+    """Split the faces of :data:`FONT_FACES` at random (``seed``): ``embedding_faces`` faces for the
+    embeddings, ``held_out_faces`` for no model, the rest for the generators; the generator
+    individuals are then put in a random frequency order. Every variant of a face goes with it."""
+    n = len(FONT_FACES)
+    for name, v in (("embedding_faces", embedding_faces), ("held_out_faces", held_out_faces)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if embedding_faces + held_out_faces > n - 1:
+        raise ValueError(f"embedding_faces + held_out_faces must leave at least one of the {n} faces for the "
+                         f"generators, got {embedding_faces} + {held_out_faces}")
+    g = torch.Generator().manual_seed(seed)
+    faces = torch.randperm(n, generator=g).tolist()
+    v = len(FONT_VARIANTS)
+    members = lambda fs: [f * v + j for f in sorted(fs) for j in range(v)]
+    embedding = members(faces[:embedding_faces])
+    held_out = members(faces[embedding_faces:embedding_faces + held_out_faces])
+    generator = members(faces[embedding_faces + held_out_faces:])
+    generator = [generator[i] for i in torch.randperm(len(generator), generator=g).tolist()]
+    return FontSplit(tuple(embedding), tuple(generator), tuple(held_out))
+
+
+def zipf_fonts(split: str = "train", *, seed: int = 0) -> ImageData:
+    """The generators' training data: the :func:`font_split` generator individuals at 8x8 with Zipf
+    frequencies (:meth:`FontSplit.per_digit`); labels are digits, styles the individuals' names.
+    ``"test"`` draws the same counts again with another jitter (``seed + 1``); ``"all"`` is ``"train"``."""
+    _check_split(split)
+    g = _zipf_glyphs(seed + (split == "test"), seed)
+    return ImageData(g.images, g.labels, tuple(g.names[i] for i in g.individuals.tolist()))
+
+
+@functools.lru_cache(maxsize=None)
+def _zipf_glyphs(draw: int, split_seed: int) -> FontIndividuals:
+    part = font_split(seed=split_seed)
+    return font_glyphs(part.generator, part.per_digit(), seed=draw)
+
+
+def embedding_fonts(split: str = "train", *, per_digit: int = 6, seed: int = 0) -> ImageData:
+    """The identity embeddings' training data: the :func:`font_split` embedding individuals, every
+    digit ``per_digit`` times at 8x8; **labels are individual indices** (the classes of the CosFace
+    head), styles their names. ``"test"`` draws them again with another jitter (``seed + 1``)."""
+    _check_split(split)
+    g = _embedding_glyphs(per_digit, seed + (split == "test"), seed)
+    return ImageData(g.images, g.individuals, tuple(g.names[i] for i in g.individuals.tolist()))
+
+
+@functools.lru_cache(maxsize=None)
+def _embedding_glyphs(per_digit: int, draw: int, split_seed: int) -> FontIndividuals:
+    return font_glyphs(font_split(seed=split_seed).embedding, per_digit, seed=draw)

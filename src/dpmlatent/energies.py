@@ -79,24 +79,33 @@ def clip_energy(model, tokenizer, prompts: str | list[str]) -> Callable[[torch.T
     return energy
 
 
-def identity_energy(embed: torch.nn.Module, references: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def identity_energy(embed: torch.nn.Module, references) -> Callable[[torch.Tensor], torch.Tensor]:
     """``E(x) = 1 - cos(e(x), c)`` with ``c`` the normalised mean embedding of ``references``: 0 for
     an image embedded exactly like the reference individual, up to 2 for the opposite direction.
 
     Args:
         embed: maps images ``(B, 1, R, R)`` to unit vectors ``(B, D)``
             (:class:`dpmlatent.identity.IdentityEmbedding`).
-        references: ``(K, 1, R, R)`` images of one individual, ``K >= 1``.
+        references: ``(K, 1, R, R)`` images of one individual, ``K >= 1``; or a list of ``T`` such
+            tensors, one individual each, to guide ``T`` targets in one batch: image ``b`` is then
+            compared with target ``b % T`` (the batch size must be a multiple of ``T``).
     """
-    if not isinstance(references, torch.Tensor) or references.ndim != 4 or not len(references):
-        raise ValueError(f"references must be (K, C, H, W) images with K >= 1, got "
-                         f"{tuple(getattr(references, 'shape', ())) or type(references).__name__}")
+    sets = references if isinstance(references, (list, tuple)) else [references]
+    for r in sets:
+        if not isinstance(r, torch.Tensor) or r.ndim != 4 or not len(r):
+            raise ValueError(f"references must be (K, C, H, W) images with K >= 1 (or a list of them), got "
+                             f"{tuple(getattr(r, 'shape', ())) or type(r).__name__}")
+    if not sets:
+        raise ValueError("references must name at least one individual")
     with torch.no_grad():
-        centre = F.normalize(embed(references).mean(0), dim=0)
+        centres = torch.stack([F.normalize(embed(r).mean(0), dim=0) for r in sets])      # (T, D)
 
     def energy(x: torch.Tensor) -> torch.Tensor:
         check_images(x)
-        return 1.0 - embed(x) @ centre.to(x.device, x.dtype)
+        if len(x) % len(centres):
+            raise ValueError(f"the batch ({len(x)}) must be a multiple of the number of targets ({len(centres)})")
+        c = centres.to(x.device, x.dtype).repeat(len(x) // len(centres), 1)
+        return 1.0 - (embed(x) * c).sum(1)
     return energy
 
 

@@ -37,7 +37,7 @@ def __getattr__(name: str):
 
 
 DATASETS = ("handwritten", "handwritten-rare", "typeset-digits", "typeset-letters", "digits-mixed", "digits-domain",
-            "digits-captioned", "toy-moons", "toy-ring")
+            "digits-captioned", "toy-moons", "toy-ring", "fonts-zipf", "fonts-embedding")
 
 #: Labels of the ``"digits-domain"`` data set (and of the domain classifier's outputs).
 DOMAINS = ("handwritten", "typeset")
@@ -51,8 +51,15 @@ def training_data(dataset: str, split: str = "train") -> data.ImageData:
     the same images labelled by domain (0 handwritten, 1 typeset, see :data:`DOMAINS`);
     ``"digits-captioned"`` = handwritten + typeset digits with captions
     (:func:`dpmlatent.text.captioned_digits`, returned as a ``CaptionedData``);
-    ``"toy-*"`` = 2-D points as ``(N, 2, 1, 1)`` images, test split from another seed.
+    ``"toy-*"`` = 2-D points as ``(N, 2, 1, 1)`` images, test split from another seed;
+    ``"fonts-zipf"`` = typeface individuals with Zipf frequencies, labelled by digit
+    (:func:`dpmlatent.data.zipf_fonts`); ``"fonts-embedding"`` = the embedding individuals, labelled
+    by individual (:func:`dpmlatent.data.embedding_fonts`).
     """
+    if dataset == "fonts-zipf":
+        return data.zipf_fonts(split)
+    if dataset == "fonts-embedding":
+        return data.embedding_fonts(split)
     if dataset == "handwritten":
         return data.handwritten_digits(split)
     if dataset == "handwritten-rare":

@@ -111,6 +111,17 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("lrdm-kl1e-3-prior", "latent-diffusion", "handwritten", 0, 4000,
              "A DDPM on lrdm-kl1e-3's standardised posterior means (Diff-AE's second stage): codes that "
              "follow the data instead of N(0, I)", (("lrdm", "lrdm-kl1e-3"),)),
+    ZooEntry("identity-fonts", "identity", "fonts-embedding", 0, 3000,
+             "Identity embedding (CNN, 32-d unit vectors, CosFace head) of typeface individuals, trained on the "
+             "embedding faces only: the identity energy's model"),
+    ZooEntry("identity-fonts-judge", "identity", "fonts-embedding", 1, 3000,
+             "Independent identity judge: an MLP embedding (another architecture, another seed) trained like "
+             "identity-fonts; it never defines an energy", (("arch", "mlp"),)),
+    ZooEntry("ddpm-fonts-zipf", "diffusion", "fonts-zipf", 0, 6000,
+             "DDPM on digits drawn by 40 typeface individuals with Zipf frequencies (the most frequent draws "
+             "40 glyphs per digit, the rarest 1): the identity-coverage experiment"),
+    ZooEntry("gan-fonts-zipf", "gan", "fonts-zipf", 0, 4000,
+             "The DCGAN on the same Zipf typeface data: the identity-coverage experiment's GAN"),
 )}
 
 
@@ -140,6 +151,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("gan", "gan", "DCGAN generator (Generator)"),
     Kind("lrdm", "lrdm", "diffusion model conditioned on a sampled representation r (LRDM)", image_unet=True),
     Kind("latent-diffusion", "latent_prior", "DDPM on an LRDM's representations r (Diff-AE's second stage)"),
+    Kind("identity", "identity", "typeface identity embedding: unit vectors (IdentityEmbedding)"),
 )}
 
 
