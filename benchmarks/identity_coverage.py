@@ -14,7 +14,21 @@ verdict is printed beside it, marked self-judged.
         [--diffusion-step 0.01 --diffusion-steps 400] [--gan-step 0.001 --gan-steps 2000]
 
 Chains are float64 on the portable grid (the same on every CPU). With the defaults: 48 chains per
-seed and model, 3 seeds; about 16 min for the diffusion model and 2 min for the GAN on 2 threads.
+seed and model, 3 seeds; about 12 min for the diffusion model and 2 min for the GAN on 2 threads.
+
+First run (2026-12-05, defaults; threshold cos >= 0.831, which accepts 82% of real held-out glyphs):
+success (judge) diffusion 0.19 / 0.08 / 0.15 (frequent / rare / held-out, 48 chains each), GAN 0.04 /
+0.02 / 0.06; diffusion - GAN over targets +0.15 [0.06, 0.25] (frequent: reproduces), +0.06 [-0.02, 0.19]
+(rare) and +0.08 [-0.02, 0.19] (held-out): inconclusive; the gap does not grow with rarity (-0.08
+[-0.23, 0.04], -0.06 [-0.21, 0.06]). The GAN ends at the LOWER energy (0.32-0.36 vs 0.37-0.44) and the
+energy model's own verdict rates both alike (self-judged 0.10-0.19): the GAN's images fool the
+energy's model more often than the diffusion model's do. NOT YET SETTLED: neither chain's energy
+plateaued at these step counts (drift over the last quarter excludes 0), and a few diffusion chains
+of held-out targets ran away (|z|^2/d 3 on average). A longer look (24 chains, seed 99): the diffusion
+chains' median energy falls below that of real glyphs of the target (0.32) by step 500 and then
+hovers at 0.10-0.30 with occasional excursions (|z|^2/d spikes to 5 at step 0.01: near the step's
+stability limit); the GAN's keeps drifting down slowly to 6,000 steps (0.27 mean, |z|^2/d 1.3 -> 1.5).
+The settings of the chapter are still to be chosen (smaller diffusion step for longer; weight).
 """
 
 import argparse

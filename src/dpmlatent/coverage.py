@@ -333,8 +333,9 @@ def target_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Tensor, am
     individuals), both guided towards the same targets (``targets`` ``(N,)`` for both): the mean over
     targets of the per-target difference, with a BCa bootstrap **over targets** (paired: a target that
     is hard for one model tends to be hard for the other), so the interval covers which individuals
-    happened to be chosen as well as the chains' randomness. ``n`` is the number of targets, ``seeds``
-    the chains per target; printed as a share."""
+    happened to be chosen as well as the chains' randomness. ``n`` is the number of targets and
+    ``seeds`` the chains per target (every chain is an independent draw of start code and noise, so
+    a table's "8 x 6 seeds" reads "8 targets x 6 chains each"); printed as a share of ``n x seeds``."""
     among = list(among)
     if len(among) < 2:
         raise ValueError(f"among must name at least 2 targets, got {among!r}")
