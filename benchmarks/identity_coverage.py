@@ -24,7 +24,9 @@ success (judge) diffusion 0.19 / 0.08 / 0.15 (frequent / rare / held-out, 48 cha
 energy model's own verdict rates both alike (self-judged 0.10-0.19): the GAN's images fool the
 energy's model more often than the diffusion model's do. NOT YET SETTLED: neither chain's energy
 plateaued at these step counts (drift over the last quarter excludes 0), and a few diffusion chains
-of held-out targets ran away (|z|^2/d 3 on average). A longer look (24 chains, seed 99): the diffusion
+of held-out targets ran away (|z|^2/d 3 on average). A longer look (24 chains, seed 99; measured with a
+scratch script that is not shipped, so treat it as a lead: ``--seeds 99 --chains 24 --diffusion-steps
+1200 --gan-steps 6000`` is this benchmark's way to check it): the diffusion
 chains' median energy falls below that of real glyphs of the target (0.32) by step 500 and then
 hovers at 0.10-0.30 with occasional excursions (|z|^2/d spikes to 5 at step 0.01: near the step's
 stability limit); the GAN's keeps drifting down slowly to 6,000 steps (0.27 mean, |z|^2/d 1.3 -> 1.5).
