@@ -268,3 +268,106 @@ def test_noised_bottleneck_is_the_bottleneck_of_the_noised_images(tiny_unet):
     xt = sched.add_noise(x0, noise, torch.full((3,), 300))
     with torch.no_grad():
         assert torch.equal(noised_bottleneck(tiny_unet, sched, x0, 300, noise), bottleneck(tiny_unet, xt, torch.tensor(300)))
+
+
+# --- directions without a text model ---------------------------------------------------------------
+
+def test_pca_directions_are_the_principal_axes_of_h(tiny_unet):
+    from dpmlatent.hspace import noised_bottleneck, pca_directions
+
+    sched = _ddim()
+    x0 = torch.rand(12, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    unet = tiny_unet.double()
+    noise = torch.randn(12, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    d = pca_directions(unet, sched, x0, 400, 3, noise=noise)
+    assert d.shape == (3, 16, 4, 4) and d.dtype == torch.float64
+    flat = d.reshape(3, -1)
+    assert torch.allclose(flat @ flat.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    with torch.no_grad():
+        h = noised_bottleneck(unet, sched, x0, 400, noise).reshape(12, -1)
+    centred = h - h.mean(0)
+    var = (centred @ flat.T).var(0)
+    assert var[0] >= var[1] >= var[2]
+    top = torch.linalg.eigvalsh(centred.T @ centred / 11).flip(0)[:3]          # the covariance's top eigenvalues
+    assert torch.allclose(var, top, rtol=1e-9)
+    assert (flat.gather(1, flat.abs().argmax(1, keepdim=True)) > 0).all()      # sign convention
+    again = pca_directions(unet, sched, x0, 400, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, d)                                               # noise drawn from the generator
+    with pytest.raises(ValueError, match="k must be"):
+        pca_directions(unet, sched, x0, 400, 12, noise=noise)
+    with pytest.raises(ValueError, match="t must be"):
+        pca_directions(unet, sched, x0, 1000, 2, noise=noise)
+    with pytest.raises(ValueError, match="images must be"):
+        pca_directions(unet, sched, x0[:1], 400, 1)
+
+
+@pytest.mark.parametrize("space", ["h", "x"])
+def test_jacobian_directions_svd_and_power_iteration_agree(tiny_unet, space):
+    from dpmlatent.hspace import jacobian_directions, principal_angles
+
+    sched = _ddim()
+    unet = tiny_unet.double()
+    x_t = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    # singular values here: 3.09, 2.78, 2.32, ...: the top-2 subspace converges like (2.32 / 2.78)^(2n)
+    exact = jacobian_directions(unet, sched, x_t, 500, 2, space=space)
+    power = jacobian_directions(unet, sched, x_t[0], 500, 2, method="power", space=space, iterations=80,
+                                generator=torch.Generator().manual_seed(3))
+    assert exact.shape == power.shape == ((2, 16, 4, 4) if space == "h" else (2, 1, 8, 8))
+    assert not exact.requires_grad and not power.requires_grad
+    for d in (exact, power):
+        flat = d.reshape(2, -1)
+        assert torch.allclose(flat @ flat.T, torch.eye(2, dtype=torch.float64), atol=1e-9)
+    assert principal_angles(exact, power).max() < 1e-4                         # the same subspace
+    assert principal_angles(exact[:1], power[:1]).max() < 1e-4                 # and the same first direction
+    assert torch.allclose(exact, power, atol=1e-4)                             # signs fixed the same way
+
+
+def test_jacobian_directions_are_singular_vectors_of_dh_dx(tiny_unet):
+    """The first x-direction moves h the most (finite differences), along the first h-direction."""
+    from dpmlatent.hspace import bottleneck, jacobian_directions
+
+    sched = _ddim()
+    unet = tiny_unet.double()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor(500)
+    vx = jacobian_directions(unet, sched, x, 500, 2, space="x")
+    uh = jacobian_directions(unet, sched, x, 500, 1, space="h")[0]
+
+    def jv(v, eps=1e-6):
+        with torch.no_grad():
+            return (bottleneck(unet, x + eps * v, t) - bottleneck(unet, x - eps * v, t))[0] / (2 * eps)
+
+    moves = [jv(v[None]) for v in vx]
+    assert moves[0].norm() > moves[1].norm()
+    for v in torch.randn(5, 1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5)):
+        assert jv(v / v.norm()).norm() <= moves[0].norm() * (1 + 1e-6)
+    cos = (moves[0] * uh).sum() / moves[0].norm()
+    assert abs(float(cos)) > 1 - 1e-6                                          # J v1 = sigma1 u1
+    with pytest.raises(ValueError, match="method"):
+        jacobian_directions(unet, sched, x, 500, 2, method="lanczos")
+    with pytest.raises(ValueError, match="space"):
+        jacobian_directions(unet, sched, x, 500, 2, space="z")
+    with pytest.raises(ValueError, match="x_t must be one image"):
+        jacobian_directions(unet, sched, x.repeat(2, 1, 1, 1), 500, 2)
+    with pytest.raises(ValueError, match="k must be"):
+        jacobian_directions(unet, sched, x, 500, 65, space="x")
+
+
+def test_principal_angles_and_mean_difference_direction():
+    from dpmlatent.hspace import mean_difference_direction, principal_angles
+
+    e = torch.eye(4, dtype=torch.float64)
+    assert torch.allclose(principal_angles(e[:2], e[:2]), torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(principal_angles(e[:2], e[2:]), torch.full((2,), torch.pi / 2, dtype=torch.float64))
+    a = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    b = torch.tensor([[0.6, 0.8, 0.0, 0.0]], dtype=torch.float64)
+    assert principal_angles(a, b).item() == pytest.approx(float(torch.arccos(torch.tensor(0.6))))
+    with pytest.raises(ValueError, match="one size"):
+        principal_angles(e[:2], torch.eye(3))
+    h_a, h_b = torch.randn(5, 16, 4, 4), torch.randn(7, 16, 4, 4)
+    d = mean_difference_direction(h_a, h_b)
+    assert d.shape == (16, 4, 4) and torch.allclose(d, h_a.mean(0) - h_b.mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="h_a and h_b"):
+        mean_difference_direction(h_a, h_b[:, :8])
+    with pytest.raises(ValueError, match="h_a and h_b"):
+        mean_difference_direction(h_a[:0], h_b)

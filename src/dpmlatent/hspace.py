@@ -44,7 +44,8 @@ from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, 
                      step_with_noise, without_clipping)
 
 __all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
-           "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss"]
+           "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
+           "jacobian_directions", "principal_angles", "mean_difference_direction"]
 
 
 def _mid_block(unet) -> torch.nn.Module:
@@ -359,3 +360,185 @@ def directional_clip_loss(model, tokenizer, source_prompts: str | Sequence[str],
         cos = F.cosine_similarity(d_img, direction.to(d_img.dtype).expand_as(d_img), dim=-1, eps=1e-8)
         return 1 - cos + recon_weight * (p_edit - p).abs().flatten(1).mean(1)
     return loss
+
+
+# --- directions without a text model (issue 21): PCA, the Jacobian's singular vectors, mean differences ---
+
+def _check_timestep(scheduler, t) -> int:
+    n = int(scheduler.config.num_train_timesteps)
+    if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise ValueError(f"t must be one timestep, got a tensor of shape {tuple(t.shape)}")
+        t = int(t)
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < n:
+        raise ValueError(f"t must be an integer timestep in [0, {n}), got {t!r}")
+    return t
+
+
+def _check_k(k, most: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= most:
+        raise ValueError(f"k must be an integer in [1, {most}], got {k!r}")
+    return k
+
+
+def _fix_signs(rows: torch.Tensor) -> torch.Tensor:
+    """Flip each row of ``(k, D)`` so that its entry of largest magnitude is positive (a singular
+    vector's sign is arbitrary; this makes it the same on every machine and for every method)."""
+    idx = rows.abs().argmax(1, keepdim=True)
+    return rows * torch.sign(rows.gather(1, idx))
+
+
+def pca_directions(unet, scheduler, images: torch.Tensor, t, k: int, *, noise: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Global h-space directions: the ``k`` principal axes of ``h_t`` over many images.
+
+    ``h_t`` is :func:`noised_bottleneck` of ``images`` ``(N, C, H, W)`` in ``[-1, 1]`` at training
+    timestep ``t`` (``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise``, ``noise`` ``N(0, I)`` drawn from
+    ``generator`` unless given); the directions are the top ``k`` right singular vectors of the centred
+    ``(N, D)`` matrix of flattened ``h_t`` (largest variance first).
+
+    Returns:
+        ``(k, *h.shape[1:])``, e.g. ``(k, 64, 2, 2)``: orthonormal as flattened vectors, each signed so
+        that its largest-magnitude entry is positive; on ``images``' device and dtype.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) < 2:
+        raise ValueError(f"images must be (N, C, H, W) with N >= 2, got {getattr(images, 'shape', type(images).__name__)}")
+    t = _check_timestep(scheduler, t)
+    if noise is None:
+        noise = randn_tensor(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    elif noise.shape != images.shape:
+        raise ValueError(f"noise must have the images' shape {tuple(images.shape)}, got {tuple(noise.shape)}")
+    with torch.no_grad():
+        h = noised_bottleneck(unet, scheduler, images, t, noise)
+    flat = h.reshape(len(h), -1)
+    _check_k(k, min(len(flat) - 1, flat.shape[1]))
+    _, _, vh = torch.linalg.svd(flat - flat.mean(0), full_matrices=False)
+    return _fix_signs(vh[:k]).reshape(k, *h.shape[1:])
+
+
+@contextlib.contextmanager
+def _math_attention(unet):
+    """Run the UNet's attention with diffusers' plain ``AttnProcessor`` (matrix products) inside the
+    block: PyTorch's fused CPU attention has no forward-mode derivative (``torch.func.jvp``), and the
+    two Jacobian methods must differentiate the same function. The processors are restored after."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    saved = [(m, m.processor) for m in unet.modules() if isinstance(m, Attention)]
+    try:
+        for m, _ in saved:
+            m.set_processor(AttnProcessor())
+        yield
+    finally:
+        for m, p in saved:
+            m.set_processor(p)
+
+
+def _orthonormal_rows(q: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.qr(q.T).Q.T
+
+
+def jacobian_directions(unet, scheduler, x_t: torch.Tensor, t, k: int, *, method: str = "svd", space: str = "h",
+                        iterations: int = 200, tol: float = 1e-10,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Image-specific directions: the top ``k`` singular vectors of the Jacobian ``J = dh_t / dx_t`` of
+    the bottleneck with respect to the noisy image, at one ``x_t`` (the pullback view of Park et al.
+    2023: a unit step ``v`` in x-space moves ``h`` by ``J v``, most along the first right singular
+    vector, where ``h`` moves along the first left singular vector by ``sigma_1``).
+
+    Args:
+        x_t: one noisy image, ``(C, H, W)`` or ``(1, C, H, W)``, at training timestep ``t``.
+        k: number of directions, ``1 <= k <= min(dim h, dim x)``.
+        method: ``"svd"``: the exact Jacobian (``torch.func.jacrev``, ``dim h`` backward passes batched:
+            fine at 8x8) and its SVD; ``"power"``: subspace (power) iteration with one
+            Jacobian-vector and one vector-Jacobian product per direction and iteration, never forming
+            ``J`` (what a large model needs), then a Rayleigh-Ritz rotation that orders the directions.
+        space: ``"h"``: left singular vectors, directions in h-space ``(k, *h_shape)`` (for
+            :func:`shift_bottleneck` / :func:`asyrp_decode`); ``"x"``: right singular vectors, directions
+            of the noisy image ``(k, *x_shape)``.
+        iterations, tol: ``"power"`` stops after ``iterations`` or once the subspace moves by less than
+            ``tol`` (largest change of the projector).
+        generator: the start of the power iteration.
+
+    Returns:
+        Orthonormal rows (as flattened vectors), largest singular value first, each signed so that its
+        largest-magnitude entry is positive; on ``x_t``'s device and dtype.
+    """
+    if method not in ("svd", "power"):
+        raise ValueError(f"method must be 'svd' or 'power', got {method!r}")
+    if space not in ("h", "x"):
+        raise ValueError(f"space must be 'h' or 'x', got {space!r}")
+    if not isinstance(x_t, torch.Tensor) or not (x_t.ndim == 3 or (x_t.ndim == 4 and len(x_t) == 1)):
+        raise ValueError(f"x_t must be one image, (C, H, W) or (1, C, H, W), got "
+                         f"{getattr(x_t, 'shape', type(x_t).__name__)}")
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    t = _check_timestep(scheduler, t)
+    x = (x_t[0] if x_t.ndim == 4 else x_t).detach()
+    tt = torch.tensor(t, device=x.device)
+
+    def h_of(v):
+        return bottleneck(unet, v[None], tt)[0]
+
+    with _math_attention(unet):
+        return _jacobian_rows(h_of, x, k, method=method, space=space, iterations=iterations, tol=tol,
+                              generator=generator)
+
+
+def _jacobian_rows(h_of, x, k, *, method, space, iterations, tol, generator):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    with torch.no_grad():
+        h_shape = h_of(x).shape
+    dh, dx = h_shape.numel(), x.numel()
+    k = _check_k(k, min(dh, dx))
+    shape = h_shape if space == "h" else x.shape
+    if method == "svd":
+        jac = torch.func.jacrev(h_of)(x).reshape(dh, dx).detach()
+        u, _, vh = torch.linalg.svd(jac, full_matrices=False)
+        rows = u[:, :k].T if space == "h" else vh[:k]
+        return _fix_signs(rows).reshape(k, *shape)
+
+    _, vjp_fn = torch.func.vjp(h_of, x)
+    jv = lambda v: torch.func.jvp(h_of, (x,), (v.reshape(x.shape),))[1].reshape(-1)      # J v
+    jtu = lambda u: vjp_fn(u.reshape(h_shape))[0].reshape(-1)                           # J^T u
+    gram = (lambda q: jv(jtu(q))) if space == "h" else (lambda q: jtu(jv(q)))           # J J^T or J^T J
+    size = dh if space == "h" else dx
+    q = _orthonormal_rows(randn_tensor((k, size), generator=generator, device=x.device, dtype=x.dtype))
+    for _ in range(iterations):
+        new = _orthonormal_rows(torch.stack([gram(row) for row in q]).detach())
+        moved = (new.T @ new - q.T @ q).abs().max()
+        q = new
+        if moved < tol:
+            break
+    small = q @ torch.stack([gram(row) for row in q]).detach().T                            # Rayleigh-Ritz
+    _, vecs = torch.linalg.eigh((small + small.T) / 2)
+    rows = vecs.flip(1).T @ q
+    return _fix_signs(rows).reshape(k, *shape)
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The principal angles (radians, ascending) between the subspaces spanned by the orthonormal rows
+    of ``a`` ``(k, ...)`` and ``b`` ``(m, ...)`` (flattened): ``arccos`` of the singular values of
+    ``A B^T``; ``min(k, m)`` angles, all 0 for the same subspace, pi/2 for orthogonal ones."""
+    if a.ndim < 2 or b.ndim < 2 or a[0].numel() != b[0].numel():
+        raise ValueError(f"a and b must be (k, ...) and (m, ...) directions of one size, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    s = torch.linalg.svdvals(a.reshape(len(a), -1).double() @ b.reshape(len(b), -1).double().T)
+    return torch.arccos(s.clamp(-1.0, 1.0)).sort().values
+
+
+def mean_difference_direction(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
+    """A supervised h-space direction: ``mean(h_a) - mean(h_b)`` over the first axis, for bottlenecks of
+    two groups a judge told apart (``(N_a, ...)`` and ``(N_b, ...)``, e.g. bold and thin digits at one
+    timestep); :func:`dpmlatent.directions.mean_difference` of the two stacked. Shape ``h_a.shape[1:]``."""
+    from .directions import mean_difference
+
+    if not isinstance(h_a, torch.Tensor) or not isinstance(h_b, torch.Tensor) or h_a.ndim < 2 \
+            or h_a.shape[1:] != h_b.shape[1:] or not len(h_a) or not len(h_b):
+        raise ValueError(f"h_a and h_b must be non-empty (N, ...) tensors of one shape per sample, got "
+                         f"{tuple(getattr(h_a, 'shape', ()))}, {tuple(getattr(h_b, 'shape', ()))}")
+    both = torch.cat([h_a, h_b.to(h_a.device, h_a.dtype)])
+    first = torch.arange(len(both), device=both.device) < len(h_a)
+    return mean_difference(both, first.cpu(), ~first.cpu())
