@@ -335,6 +335,9 @@ def test_target_gap_and_target_rarity_gap_work_over_targets():
     assert target_gap(a, a, targets, range(6)).estimate == 0.0
     rg = target_rarity_gap(a, b, targets, rare=[1, 2], common=[3, 4, 5])
     assert rg.estimate == pytest.approx(1.0) and rg.seeds == 4
+    from dpmlatent.evidence import Verdict, verdict_table
+    table = str(verdict_table([Verdict("a beats b", "success", "judge", gap), Verdict("more so", "gap", "judge", rg)]))
+    assert "3 x 4 chains" in table and "2 x 4 chains" in table and "seeds" not in table
     with pytest.raises(ValueError, match="at least 2"):
         target_gap(a, b, targets, [0])
     with pytest.raises(ValueError, match="no chain was aimed at target 9"):

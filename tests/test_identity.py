@@ -255,3 +255,60 @@ def test_identity_calibration_holds_its_false_accept_rate():
     assert cal.n_same == 20 * 10 * 2 and cal.n_different == cal.n_same * 19
     assert 0.3 < cal.tar <= 1.0 and -1.0 < cal.threshold < 1.0
     assert ic.calibrate(judge, far=0.01).threshold >= cal.threshold
+
+
+def test_verification_summary_matches_its_parts():
+    from dpmlatent.identity import verification_summary
+
+    torch.manual_seed(0)
+    model = IdentityEmbedding(IdentityConfig(dim=16, width=4)).eval()
+    g = data.font_glyphs([0, 5, 10], 2, seed=4)
+    v = verification_summary(model, g.images, g.individuals, g.labels, far=0.05)
+    with torch.no_grad():
+        same, diff = verification_pairs(model(g.images), g.individuals, g.labels)
+    assert torch.equal(v.same, same) and torch.equal(v.different, diff)
+    assert v.auc == roc_auc(same, diff) and v.threshold == threshold_at_far(diff, 0.05)
+    assert v.tar == float((same > v.threshold).double().mean())
+    with pytest.raises(ValueError, match="far"):
+        verification_summary(model, g.images, g.individuals, g.labels, far=1.5)
+
+
+def test_identity_coverage_settings_reject_bad_values():
+    from dpmlatent import identity_coverage as ic
+
+    with pytest.raises(ValueError, match="chains"):
+        ic.Settings(chains=30)
+    with pytest.raises(ValueError, match="seeds"):
+        ic.Settings(seeds=(1, 1))
+    with pytest.raises(ValueError, match="every"):
+        ic.Settings(gan_steps=4001)
+
+
+def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
+    """A tiny run (1 seed, 24 chains, 10 / 20 steps) survives save/load, decodes to its own final images,
+    and verify_run re-computes its start exactly; a tampered file is refused."""
+    from dpmlatent import identity_coverage as ic
+
+    s = ic.Settings(seeds=(5,), chains=24, diffusion_steps=10, gan_steps=20)
+    r = ic.run(s, progress=False)
+    assert r.chains["diffusion"].codes.shape == (24, 704) and r.chains["GAN"].codes.shape[0] == 24
+    back = ic.load_run(ic.save_run(r, tmp_path))
+    assert back.settings == s and torch.equal(back.targets, r.targets)
+    for name, c in r.chains.items():
+        assert torch.equal(back.chains[name].codes, c.codes)
+        assert torch.equal(back.chains[name].energy, c.energy[::s.every].float().double())
+        assert torch.equal(back.trace_steps[name], torch.arange(0, c.steps + 1, s.every))
+        before, images = ic.decode(back, name)
+        assert torch.equal(images, c.images) and torch.equal(before, c.before)
+    check = ic.verify_run(back, steps={"diffusion": 5, "GAN": 10})
+    assert all(v["trace"] <= 1e-6 and v["final"] <= 1e-6 for v in check.values())
+    with pytest.raises(ValueError, match="multiple"):
+        ic.verify_run(back, steps={"diffusion": 3, "GAN": 10})
+    with pytest.raises(ValueError, match="name must be"):
+        ic.decode(back, "vae")
+    raw = (tmp_path / "chains.safetensors").read_bytes()
+    (tmp_path / "chains.safetensors").write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(ValueError, match="sha256"):
+        ic.load_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="benchmarks/identity_coverage.py"):
+        ic.load_run(tmp_path / "nothing")

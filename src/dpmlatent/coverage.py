@@ -64,7 +64,8 @@ class Chains:
 
     ``before``: ``G(z0)`` ``(S·N, C, H, W)``; ``images``: ``G(z)`` of the final codes; ``energy``:
     ``E(G(z_k))`` ``(steps + 1, S·N)``; ``sq_norm``: ``‖z_k‖²/d`` ``(steps + 1, S·N)`` (1 on average
-    under the prior ``N(0, I)``)."""
+    under the prior ``N(0, I)``); ``codes``: the final codes, flattened, ``(S·N, d)`` on the CPU (``None``
+    where a caller did not keep them)."""
 
     model: str
     energy_name: str
@@ -77,6 +78,7 @@ class Chains:
     images: torch.Tensor
     energy: torch.Tensor
     sq_norm: torch.Tensor
+    codes: torch.Tensor | None = None
 
     @property
     def num_chains(self) -> int:
@@ -106,6 +108,10 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
 
 def _dim(z) -> int:
     return z.dim if isinstance(z, LatentCode) else z[0].numel()
+
+
+def _flat(z) -> torch.Tensor:
+    return (z.flatten() if isinstance(z, LatentCode) else z.reshape(len(z), -1)).detach().cpu()
 
 
 def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tuple[float, Callable]], *,
@@ -154,7 +160,8 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
             sq = torch.cat([2.0 * (r.result.energies - weight * r.energies) / d for r in runs], dim=1)
             out[name, energy_name] = Chains(name, energy_name, float(weight), float(m.step_size), m.steps, d,
                                             len(seeds), before, torch.cat([r.images for r in runs]),
-                                            torch.cat([r.energies for r in runs], dim=1), sq)
+                                            torch.cat([r.energies for r in runs], dim=1), sq,
+                                            torch.cat([_flat(r.result.z) for r in runs]))
     return out
 
 
@@ -334,14 +341,15 @@ def target_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Tensor, am
     targets of the per-target difference, with a BCa bootstrap **over targets** (paired: a target that
     is hard for one model tends to be hard for the other), so the interval covers which individuals
     happened to be chosen as well as the chains' randomness. ``n`` is the number of targets and
-    ``seeds`` the chains per target (every chain is an independent draw of start code and noise, so
-    a table's "8 x 6 seeds" reads "8 targets x 6 chains each"); printed as a share of ``n x seeds``."""
+    ``seeds`` the chains per target (every chain is an independent draw of start code and noise; ``unit``
+    is ``"chains"``, so a table reads "8 x 6 chains": 8 targets, 6 chains each); printed as a share of
+    ``n x seeds``."""
     among = list(among)
     if len(among) < 2:
         raise ValueError(f"among must name at least 2 targets, got {among!r}")
     a, b = per_target_share(ok_a, targets, among), per_target_share(ok_b, targets, among)
     iv = paired_bootstrap_ci(a, b, n_resamples=n_resamples)
-    return as_share(dataclasses.replace(iv, n=len(among), seeds=_chains_per_target(targets, among)))
+    return as_share(dataclasses.replace(iv, n=len(among), seeds=_chains_per_target(targets, among), unit="chains"))
 
 
 def target_rarity_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Tensor, rare, common, *,
@@ -356,4 +364,4 @@ def target_rarity_gap(ok_a: torch.Tensor, ok_b: torch.Tensor, targets: torch.Ten
          for name, among in (("rare", rare), ("common", common))}
     iv = unpaired_bootstrap_ci(d["rare"], d["common"], n_resamples=n_resamples)
     return as_share(dataclasses.replace(iv, seeds=min(_chains_per_target(targets, rare),
-                                                      _chains_per_target(targets, common))))
+                                                      _chains_per_target(targets, common)), unit="chains"))

@@ -194,6 +194,16 @@ def _render_glyph(char: str, font_file: str, rng: np.random.Generator) -> np.nda
     shear = rng.uniform(-0.15, 0.15)
     s = rng.uniform(0.9, 1.05)
     tx, ty = rng.uniform(-1.5, 1.5, size=2)
+    return _jitter_and_reduce(square, angle, shear, s, tx, ty, RESOLUTION)
+
+
+def _jitter_and_reduce(square, angle: float, shear: float, s: float, tx: float, ty: float,
+                       resolution: int) -> np.ndarray:
+    """Apply the affine jitter (rotation ``angle`` in radians, ``shear``, scale ``s``, shift ``tx, ty``)
+    about the centre of a ``_RENDER``-square PIL image, box-filter it to ``resolution`` and quantise
+    to 17 grey levels: ink in ``[0, 1]``."""
+    from PIL import Image
+
     a = math.cos(angle) / s
     b = (math.sin(angle) + shear) / s
     d = -math.sin(angle) / s
@@ -203,7 +213,8 @@ def _render_glyph(char: str, font_file: str, rng: np.random.Generator) -> np.nda
     coeffs = (a, b, c0 - a * c0 - b * c0 - tx, d, e, c0 - d * c0 - e * c0 - ty)
     square = square.transform(square.size, Image.AFFINE, coeffs, resample=Image.BILINEAR)
     ink = np.asarray(square, dtype=np.float32) / 255.0
-    ink = ink.reshape(RESOLUTION, 4, RESOLUTION, 4).mean(axis=(1, 3))  # 4x4 box filter
+    k = _RENDER // resolution
+    ink = ink.reshape(resolution, k, resolution, k).mean(axis=(1, 3))  # box filter
     # load_digits stores integer grey levels 0..16; quantise the same way.
     return np.round(np.clip(ink * 1.6, 0.0, 1.0) * 16.0) / 16.0
 
@@ -359,21 +370,11 @@ def _base_glyph(char: str, individual: int):
 
 def _render_individual(char: str, individual: int, resolution: int, rng: np.random.Generator) -> np.ndarray:
     """One jittered draw of ``char`` by ``individual`` at ``resolution`` (8 or 16), ink in ``[0, 1]``."""
-    from PIL import Image
-
     square = _base_glyph(char, individual)
     angle = math.radians(rng.uniform(-4.0, 4.0))                 # smaller than the typeset set's jitter:
     s = rng.uniform(0.95, 1.03)                                   # the face must stay recognisable
     tx, ty = rng.uniform(-1.0, 1.0, size=2)
-    a, b = math.cos(angle) / s, math.sin(angle) / s
-    d, e = -math.sin(angle) / s, math.cos(angle) / s
-    c0 = _RENDER / 2
-    coeffs = (a, b, c0 - a * c0 - b * c0 - tx, d, e, c0 - d * c0 - e * c0 - ty)
-    square = square.transform(square.size, Image.AFFINE, coeffs, resample=Image.BILINEAR)
-    ink = np.asarray(square, dtype=np.float32) / 255.0
-    k = _RENDER // resolution
-    ink = ink.reshape(resolution, k, resolution, k).mean(axis=(1, 3))
-    return np.round(np.clip(ink * 1.6, 0.0, 1.0) * 16.0) / 16.0
+    return _jitter_and_reduce(square, angle, 0.0, s, tx, ty, resolution)
 
 
 def font_glyphs(individuals, per_digit, *, resolution: int = 8, seed: int = 0) -> FontIndividuals:

@@ -42,7 +42,9 @@ __all__ = ["Interval", "as_share", "wilson_interval", "difference_of_shares", "v
 class Interval:
     """``estimate`` with a ``level`` confidence interval ``[low, high]`` from ``n`` inputs (and
     ``seeds`` sampler seeds, 1 when the result does not depend on one); ``method`` names how it was
-    computed (``"bca"``, ``"percentile"``, ``"jackknife"``, ``"wilson"``, ``"newcombe"``, or ``""``). It prints to the
+    computed (``"bca"``, ``"percentile"``, ``"jackknife"``, ``"wilson"``, ``"newcombe"``, or ``""``); ``unit``
+    names what ``seeds`` counts in a table's ``"n x seeds"`` column (``"chains"`` where every input, e.g.
+    a target, had that many independent chains). It prints to the
     first significant digit of a tenth of its half-width, or of ``resolution`` if that is coarser
     (see :func:`as_share`)."""
 
@@ -54,6 +56,7 @@ class Interval:
     seeds: int = 1
     method: str = ""
     resolution: float = 0.0
+    unit: str = "seeds"
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -498,7 +501,7 @@ def verdict_table(verdicts: Sequence[Verdict], *, title: str | None = None):
     rows = []
     for v in verdicts:
         i = v.interval
-        n = f"{i.n}" if i.seeds == 1 else f"{i.n} x {i.seeds} seeds"
+        n = f"{i.n}" if i.seeds == 1 else f"{i.n} x {i.seeds} {i.unit}"
         rows.append([v.claim, v.metric, v.judge, n, f"{i}", f"{'>' if v.direction == 'greater' else '<'} {v.null:g}",
                      v.label])
     level = {v.interval.level for v in verdicts}

@@ -26,7 +26,8 @@ from torch import nn
 from .fitting import TrainResult, check_steps, fit as fit_loop
 
 __all__ = ["IdentityConfig", "IdentityEmbedding", "train_identity", "verification_pairs", "roc_auc",
-           "threshold_at_far", "reference_centres", "centre_pairs", "identity_matches", "make", "fit", "save", "load"]
+           "threshold_at_far", "Verification", "verification_summary", "reference_centres", "centre_pairs", "identity_matches",
+           "make", "fit", "save", "load"]
 
 ARCHS = ("cnn", "mlp")
 
@@ -201,6 +202,31 @@ def threshold_at_far(negative: torch.Tensor, far: float) -> float:
     return float(values[max(k, 0)])
 
 
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Same-digit verification of an embedding on a set of glyphs: ``same`` / ``different`` the pair
+    cosines (:func:`verification_pairs` with labels), ``auc`` their ROC AUC, ``threshold`` the cosine at
+    false-accept rate ``far`` and ``tar`` the share of same-individual pairs above it."""
+
+    same: torch.Tensor
+    different: torch.Tensor
+    auc: float
+    far: float
+    threshold: float
+    tar: float
+
+
+@torch.no_grad()
+def verification_summary(embed: nn.Module, images: torch.Tensor, individuals: torch.Tensor, labels: torch.Tensor,
+                         *, far: float = 0.01) -> Verification:
+    """Embed ``images`` ``(N, 1, R, R)`` and verify every same-digit pair: :class:`Verification`."""
+    p = next(embed.parameters(), None)
+    e = embed(images if p is None else images.to(p.device, p.dtype))
+    same, diff = verification_pairs(e, individuals.to(e.device), labels.to(e.device))
+    t = threshold_at_far(diff, far)
+    return Verification(same.cpu(), diff.cpu(), roc_auc(same, diff), far, t, float((same > t).double().mean()))
+
+
 @torch.no_grad()
 def identity_matches(images: torch.Tensor, targets: torch.Tensor, *, digit_judge: nn.Module, embed: nn.Module,
                      centres: torch.Tensor, threshold: float, confidence: float = 0.9) -> torch.Tensor:
@@ -243,10 +269,9 @@ def fit(model: IdentityEmbedding, train, entry, *, steps: int, progress: bool = 
 
     result = train_identity(model, train.images, train.labels, steps=steps, seed=entry.seed, progress=progress)
     held = data.font_glyphs(data.font_split().held_out, 6, resolution=model.config.resolution, seed=1)
-    with torch.no_grad():
-        same, diff = verification_pairs(model(held.images), held.individuals, held.labels)
-    result.info["held_out_auc_same_digit"] = round(roc_auc(same, diff), 4)
-    result.info["held_out_tar_at_far_1pct"] = round(float((same > threshold_at_far(diff, 0.01)).double().mean()), 4)
+    v = verification_summary(model, held.images, held.individuals, held.labels, far=0.01)
+    result.info["held_out_auc_same_digit"] = round(v.auc, 4)
+    result.info["held_out_tar_at_far_1pct"] = round(v.tar, 4)
     return result
 
 

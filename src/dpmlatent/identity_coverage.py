@@ -17,21 +17,35 @@ rate on glyphs of held-out individuals (:func:`calibrate`).
 Buckets: ``"frequent"`` (the 8 most frequent generator individuals, 40 to 5 glyphs per digit),
 ``"rare"`` (every other one of ranks 26 to 40, 1 or 2 glyphs per digit), ``"held-out"`` (8 individuals
 of the held-out faces, which no model saw).
+
+The whole experiment (:func:`run`) costs about half an hour of float64 Langevin on two CPU cores, more
+than the book's test budget leaves to one chapter. So it runs once, in
+``benchmarks/identity_coverage.py --save``, which stores the chains (:func:`save_run`: final codes and
+energy traces, no images); the chapter loads them (:func:`load_run`), decodes and judges every image
+itself, and re-runs the first steps of every model's first seed to check, number by number, that the
+stored chains are what this code computes (:func:`verify_run`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from . import data
-from .identity import centre_pairs, reference_centres, threshold_at_far
+from .identity import centre_pairs, identity_matches, reference_centres, threshold_at_far
 
 __all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets", "nearest_distance",
-           "within_target_diversity"]
+           "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
+           "decode", "verify_run", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH", "JUDGE_NAME"]
+
+#: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``).
+RUN_PATH = Path(__file__).resolve().parents[2] / "results" / "identity_coverage"
 
 BUCKETS = ("frequent", "rare", "held-out")
 
@@ -127,3 +141,315 @@ def within_target_diversity(images: torch.Tensor, targets: torch.Tensor) -> torc
             d = torch.cdist(x, x)
             out.append(d.sum() / (len(x) * (len(x) - 1)))
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+# --- the experiment, stored once and checked by the chapter ---------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The experiment's settings: ``seeds`` (each draws ``chains`` start codes and the Langevin noise
+    of every model), ``chains`` per seed (a multiple of the 24 targets), the energy's ``weight`` (the
+    same for both models), each model's Langevin step size and number of steps, and ``every``: the
+    stored traces keep every ``every``-th step (and the last)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    chains: int = 48
+    weight: float = 300.0
+    diffusion_step: float = 0.005
+    diffusion_steps: int = 800
+    gan_step: float = 0.001
+    gan_steps: int = 4000
+    every: int = 5
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds!r}")
+        if self.chains < 24 or self.chains % 24:
+            raise ValueError(f"chains must be a positive multiple of 24 (the targets), got {self.chains!r}")
+        for name in ("diffusion_steps", "gan_steps"):
+            if getattr(self, name) % self.every:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of every ({self.every})")
+
+
+@dataclasses.dataclass
+class IdentityRun:
+    """A run of the experiment: its :class:`Settings`, the target of every chain ``targets``
+    ``(S·N,)``, ``chains`` (model name -> :class:`~dpmlatent.coverage.Chains`, traces possibly thinned:
+    row ``i`` of a trace is Langevin step ``trace_steps[name][i]``) and the ``seconds`` each model took."""
+
+    settings: Settings
+    targets: torch.Tensor
+    chains: dict
+    trace_steps: dict
+    seconds: dict
+
+
+def _targets() -> list[int]:
+    b = buckets()
+    return [t for name in BUCKETS for t in b[name]]
+
+
+def coverage_models(settings: Settings = Settings(), *, dtype=torch.float64) -> dict:
+    """``{"diffusion": CoverageModel, "GAN": CoverageModel}``: ``ddpm-fonts-zipf`` through 10 DDIM steps
+    with ``eta = 1`` (a 704-dimensional code) and ``gan-fonts-zipf`` (its code), with the settings'
+    step sizes, in ``dtype``."""
+    from diffusers import DDIMScheduler
+
+    from . import zoo
+    from .coverage import CoverageModel
+    from .guidance import diffusion_generator
+    from .latent import sample_latent
+
+    pipe = zoo.load("ddpm-fonts-zipf", memory_format=torch.channels_last)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    g_diff = diffusion_generator(pipe.unet.requires_grad_(False).to(dtype), sched, eta=1.0, checkpoint=False)
+    gan = zoo.load("gan-fonts-zipf").to(dtype).requires_grad_(False)
+    n = settings.chains
+    return {
+        "diffusion": CoverageModel(g_diff, lambda s: sample_latent((n, 1, 8, 8), sched, 10, 1.0, dtype=dtype,
+                                                                  generator=torch.Generator().manual_seed(s)),
+                                   settings.diffusion_step, settings.diffusion_steps),
+        "GAN": CoverageModel(gan, lambda s: torch.randn(n, gan.config.latent_dim, dtype=dtype,
+                                                        generator=torch.Generator().manual_seed(s)),
+                             settings.gan_step, settings.gan_steps, batch_seeds=True),
+    }
+
+
+def _energy(dtype=torch.float64):
+    from . import zoo
+    from .energies import identity_energy
+
+    embed = zoo.load("identity-fonts").to(dtype).requires_grad_(False)
+    return identity_energy(embed, references(_targets(), dtype=dtype))
+
+
+def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRun:
+    """Guide both models towards the 24 targets (chain ``b`` of a seed aims at target ``b % 24``) with
+    :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains on
+    every CPU). About 30 minutes on two cores with the default settings."""
+    from .coverage import coverage_experiment
+    from .guidance import PORTABLE_GRID
+
+    energy = _energy()
+    chains, seconds = {}, {}
+    for name, m in coverage_models(settings).items():
+        start = time.perf_counter()
+        chains[name] = coverage_experiment({name: m}, {"identity": (settings.weight, energy)},
+                                           seeds=list(settings.seeds), grid=PORTABLE_GRID,
+                                           progress=progress)[name, "identity"]
+        seconds[name] = time.perf_counter() - start
+    steps = {name: torch.arange(c.steps + 1) for name, c in chains.items()}
+    return IdentityRun(settings, chain_targets(_targets(), settings.chains, len(settings.seeds)), chains, steps,
+                       seconds)
+
+
+def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
+    """Store ``result`` in ``folder``: ``chains.safetensors`` (every model's final codes in float64 and its
+    energy and ``‖z‖²/d`` traces every ``settings.every`` steps in float32, the chains' targets) and
+    ``run.json`` (settings, seconds, shapes, sha256 of the tensors file). No images: the reader decodes
+    them from the codes (:func:`decode`)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    every = result.settings.every
+    tensors = {"targets": result.targets.contiguous()}
+    for name, c in result.chains.items():
+        keep = torch.arange(0, c.steps + 1, every)
+        tensors[f"{name}.codes"] = c.codes.double().contiguous()
+        tensors[f"{name}.energy"] = c.energy[keep].float().contiguous()
+        tensors[f"{name}.sq_norm"] = c.sq_norm[keep].float().contiguous()
+    save_file(tensors, folder / "chains.safetensors")
+    meta = {"settings": dataclasses.asdict(result.settings), "seconds": result.seconds,
+            "dims": {name: c.dim for name, c in result.chains.items()},
+            "rebuild": "python benchmarks/identity_coverage.py --save",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "sha256": hashlib.sha256((folder / "chains.safetensors").read_bytes()).hexdigest()}
+    (folder / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_run(folder=RUN_PATH) -> IdentityRun:
+    """The run :func:`save_run` stored (its sha256 checked). ``Chains.images`` and ``.before`` are left
+    empty: get them with :func:`decode`."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from .coverage import Chains
+
+    folder = Path(folder)
+    if not (folder / "run.json").exists():
+        raise FileNotFoundError(f"no stored identity-coverage run in {folder}; make one with "
+                                f"'python benchmarks/identity_coverage.py --save'")
+    meta = json.loads((folder / "run.json").read_text())
+    digest = hashlib.sha256((folder / "chains.safetensors").read_bytes()).hexdigest()
+    if digest != meta["sha256"]:
+        raise ValueError(f"{folder / 'chains.safetensors'} does not match the sha256 in run.json")
+    t = load_file(folder / "chains.safetensors")
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items()})
+    chains, steps = {}, {}
+    for name in ("diffusion", "GAN"):
+        step = settings.diffusion_step if name == "diffusion" else settings.gan_step
+        n_steps = settings.diffusion_steps if name == "diffusion" else settings.gan_steps
+        empty = torch.zeros(0)
+        chains[name] = Chains(name, "identity", settings.weight, step, n_steps, meta["dims"][name],
+                              len(settings.seeds), empty, empty, t[f"{name}.energy"].double(),
+                              t[f"{name}.sq_norm"].double(), t[f"{name}.codes"])
+        steps[name] = torch.arange(0, n_steps + 1, settings.every)
+    return IdentityRun(settings, t["targets"], chains, steps, meta["seconds"])
+
+
+def _generator_and_starts(settings: Settings, name: str):
+    m = coverage_models(settings)[name]
+    return m, [m.codes(s) for s in settings.seeds]
+
+
+@torch.no_grad()
+def decode(result: IdentityRun, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(before, images)``: ``G(z0)`` of the start codes (drawn again from the seeds) and ``G(z)`` of
+    the stored final codes of model ``name``, ``(S·N, 1, 8, 8)`` float64 each."""
+    if name not in result.chains:
+        raise ValueError(f"name must be one of {sorted(result.chains)}, got {name!r}")
+    from .latent import LatentCode
+
+    m, starts = _generator_and_starts(result.settings, name)
+    n = result.settings.chains
+    codes = result.chains[name].codes
+    before, after = [], []
+    for i, z0 in enumerate(starts):
+        flat = codes[i * n:(i + 1) * n].to(torch.float64)
+        z = z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
+        before.append(m.generator(z0))
+        after.append(m.generator(z))
+    return torch.cat(before), torch.cat(after)
+
+
+def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool = False) -> dict:
+    """Re-run the first ``steps[name]`` Langevin steps of every model's first seed (default: 50 for the
+    diffusion model, 400 for the GAN) and compare the energy and ``‖z‖²/d`` traces, step by step, with
+    the stored ones; decode the stored final codes and compare their energy with the trace's last value.
+
+    Returns ``{name: {"steps": k, "trace": max |difference| over the re-run steps, "final": max
+    |difference| of the final energy}}`` (the stored traces are float32: expect differences near 1e-7,
+    far below anything a chaotic chain that went another way would show)."""
+    from .coverage import coverage_experiment
+    from .guidance import PORTABLE_GRID
+
+    steps = {"diffusion": 50, "GAN": 400} if steps is None else steps
+    s = result.settings
+    energy = _energy()
+    out = {}
+    for name, c in result.chains.items():
+        k = steps[name]
+        if not 1 <= k <= c.steps or k % s.every:
+            raise ValueError(f"steps[{name!r}] must be a multiple of {s.every} in [1, {c.steps}], got {k!r}")
+        m = dataclasses.replace(coverage_models(s)[name], steps=k)
+        again = coverage_experiment({name: m}, {"identity": (s.weight, energy)}, seeds=[s.seeds[0]],
+                                    grid=PORTABLE_GRID, progress=progress)[name, "identity"]
+        rows = torch.arange(0, k + 1, s.every)
+        n = s.chains
+        trace = max(float((again.energy[rows].float().double() - c.energy[:len(rows), :n]).abs().max()),
+                    float((again.sq_norm[rows].float().double() - c.sq_norm[:len(rows), :n]).abs().max()))
+        _, images = decode(result, name)
+        final = float((energy(images).double().float().double() - c.energy[-1]).abs().max())
+        out[name] = {"steps": k, "trace": trace, "final": final}
+    return out
+
+
+@dataclasses.dataclass
+class Judged:
+    """Every chain's verdicts. ``before`` / ``images``: model -> ``G(z0)`` / ``G(z)``; ``ok``: model ->
+    ``(S·N,)`` bool, success by the independent judges (``identity-fonts-judge`` + ``digit-judge``);
+    ``ok_before``: the same of the unguided starts; ``ok_self``: success by the energy's own embedding
+    (self-judged, shown only to compare); ``calibration`` / ``calibration_self``: the two thresholds."""
+
+    before: dict
+    images: dict
+    ok: dict
+    ok_before: dict
+    ok_self: dict
+    calibration: Calibration
+    calibration_self: Calibration
+
+
+def judge_run(result: IdentityRun) -> Judged:
+    """Decode every model's chains (:func:`decode`) and judge them (:func:`dpmlatent.identity.identity_matches`)."""
+    from . import zoo
+
+    f64 = torch.float64
+    embed = zoo.load("identity-fonts").to(f64)
+    judge = zoo.load("identity-fonts-judge").to(f64)
+    digit_judge = zoo.load("digit-judge").to(f64)
+    cal, cal_self = calibrate(judge), calibrate(embed)
+    before, images, ok, ok_before, ok_self = {}, {}, {}, {}, {}
+    who = result.targets
+    for name in result.chains:
+        before[name], images[name] = decode(result, name)
+        match = dict(digit_judge=digit_judge, centres=cal.centres, threshold=cal.threshold)
+        ok[name] = identity_matches(images[name], who, embed=judge, **match)
+        ok_before[name] = identity_matches(before[name], who, embed=judge, **match)
+        ok_self[name] = identity_matches(images[name], who, embed=embed, digit_judge=digit_judge,
+                                         centres=cal_self.centres, threshold=cal_self.threshold)
+    return Judged(before, images, ok, ok_before, ok_self, cal, cal_self)
+
+
+def bucket_table(result: IdentityRun, judged: Judged):
+    """One row per model and bucket: chains, success of the unguided starts, success with its 95%
+    Wilson interval (independent judges), self-judged success, final energy and ``‖z‖²/d`` (mean ±
+    standard error over chains), diversity of the successes (mean pairwise L2 within a target, and how
+    many targets had two or more), and the nearest-training-image distance of the successes beside that
+    of fresh real glyphs of the same targets (a copy of the training set would sit far below)."""
+    from .evidence import as_share, wilson_interval
+    from .reporting import Column, Table, fmt
+
+    b_all = buckets()
+    train = data.zipf_fonts("train").images
+    fresh = data.font_glyphs(_targets(), 1, seed=21)
+    who = result.targets
+    rows = []
+    for name, c in result.chains.items():
+        ok = judged.ok[name]
+        for b in BUCKETS:
+            mask = torch.isin(who, torch.tensor(b_all[b]))
+            k, n = int(ok[mask].sum()), int(mask.sum())
+            good = judged.images[name][mask][ok[mask]]
+            real = fresh.images[torch.isin(fresh.individuals, torch.tensor(b_all[b]))]
+            div = within_target_diversity(good, who[mask][ok[mask]])
+            near, near_real = nearest_distance(good, train), nearest_distance(real, train)
+            rows.append([name, b, f"{n}", f"{judged.ok_before[name][mask].double().mean():.2f}",
+                         str(as_share(wilson_interval(k, n))), f"{judged.ok_self[name][mask].double().mean():.2f}",
+                         fmt(c.energy[-1, mask].mean(), float(c.energy[-1, mask].std() / n ** 0.5)),
+                         fmt(c.sq_norm[-1, mask].mean(), float(c.sq_norm[-1, mask].std() / n ** 0.5)),
+                         f"{div.mean():.2f} ({len(div)})" if len(div) else "-",
+                         f"{near.mean():.2f}" if len(near) else "-", f"{near_real.mean():.2f}"])
+    return Table([Column("model"), Column("bucket"), Column("chains", ">"), Column("success unguided", ">"),
+                  Column("success [95% CI]", ">"), Column("self-judged", ">"), Column("E after", ">"),
+                  Column("|z|²/d after", ">"), Column("diversity (targets)", ">"), Column("NN dist, successes", ">"),
+                  Column("NN dist, real glyphs", ">")], rows,
+                 title=f"Identity guidance, weight {result.settings.weight:g}, judged by identity-fonts-judge + "
+                       f"digit-judge")
+
+
+JUDGE_NAME = "identity-fonts-judge (MLP) + digit-judge, FAR 1%"
+
+
+def verdicts(result: IdentityRun, judged: Judged) -> list:
+    """The paper's claim, per bucket (diffusion - GAN success over targets, :func:`~dpmlatent.coverage.target_gap`),
+    and "the advantage grows as individuals get rarer" (rare and held-out against frequent,
+    :func:`~dpmlatent.coverage.target_rarity_gap`)."""
+    from .coverage import target_gap, target_rarity_gap
+    from .evidence import Verdict
+
+    b = buckets()
+    ok, who = judged.ok, result.targets
+    claim = "guided diffusion reaches individuals more often than a guided GAN"
+    out = [Verdict(claim + f" ({name})", f"success, diffusion - GAN, mean over {len(b[name])} targets", JUDGE_NAME,
+                   target_gap(ok["diffusion"], ok["GAN"], who, b[name])) for name in BUCKETS]
+    out += [Verdict("the advantage grows as individuals get rarer",
+                    f"(diffusion - GAN) {rare} - (diffusion - GAN) frequent", JUDGE_NAME,
+                    target_rarity_gap(ok["diffusion"], ok["GAN"], who, b[rare], b["frequent"]))
+            for rare in ("rare", "held-out")]
+    return out
