@@ -82,7 +82,7 @@ class Chains:
 
     @property
     def num_chains(self) -> int:
-        return len(self.images)
+        return self.energy.shape[1]
 
     def plateau(self, what: str = "energy", **kwargs) -> Plateau:
         """:func:`~dpmlatent.guidance.plateau` of ``"energy"`` (drift measured against the whole change

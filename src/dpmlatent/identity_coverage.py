@@ -42,7 +42,7 @@ from .identity import centre_pairs, identity_matches, reference_centres, thresho
 
 __all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets", "nearest_distance",
            "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
-           "decode", "verify_run", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH", "JUDGE_NAME"]
+           "decode", "verify_run", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
 
 #: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``).
 RUN_PATH = Path(__file__).resolve().parents[2] / "results" / "identity_coverage"
@@ -200,9 +200,9 @@ def coverage_models(settings: Settings = Settings(), *, dtype=torch.float64) -> 
     from .guidance import diffusion_generator
     from .latent import sample_latent
 
-    pipe = zoo.load("ddpm-fonts-zipf", memory_format=torch.channels_last)
+    pipe = zoo.load("ddpm-fonts-zipf", dtype=dtype, memory_format=torch.channels_last)
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    g_diff = diffusion_generator(pipe.unet.requires_grad_(False).to(dtype), sched, eta=1.0, checkpoint=False)
+    g_diff = diffusion_generator(pipe.unet.requires_grad_(False), sched, eta=1.0, checkpoint=False)
     gan = zoo.load("gan-fonts-zipf").to(dtype).requires_grad_(False)
     n = settings.chains
     return {
@@ -375,15 +375,16 @@ class Judged:
     calibration_self: Calibration
 
 
-def judge_run(result: IdentityRun) -> Judged:
-    """Decode every model's chains (:func:`decode`) and judge them (:func:`dpmlatent.identity.identity_matches`)."""
+def judge_run(result: IdentityRun, *, far: float = 0.01) -> Judged:
+    """Decode every model's chains (:func:`decode`) and judge them (:func:`dpmlatent.identity.identity_matches`),
+    both identity thresholds set at false-accept rate ``far`` (:func:`calibrate`)."""
     from . import zoo
 
     f64 = torch.float64
     embed = zoo.load("identity-fonts").to(f64)
     judge = zoo.load("identity-fonts-judge").to(f64)
     digit_judge = zoo.load("digit-judge").to(f64)
-    cal, cal_self = calibrate(judge), calibrate(embed)
+    cal, cal_self = calibrate(judge, far=far), calibrate(embed, far=far)
     before, images, ok, ok_before, ok_self = {}, {}, {}, {}, {}
     who = result.targets
     for name in result.chains:
@@ -433,23 +434,24 @@ def bucket_table(result: IdentityRun, judged: Judged):
                        f"digit-judge")
 
 
-JUDGE_NAME = "identity-fonts-judge (MLP) + digit-judge, FAR 1%"
-
-
-def verdicts(result: IdentityRun, judged: Judged) -> list:
+def verdicts(result: IdentityRun, judged: Judged, *, self_judged: bool = False) -> list:
     """The paper's claim, per bucket (diffusion - GAN success over targets, :func:`~dpmlatent.coverage.target_gap`),
     and "the advantage grows as individuals get rarer" (rare and held-out against frequent,
-    :func:`~dpmlatent.coverage.target_rarity_gap`)."""
+    :func:`~dpmlatent.coverage.target_rarity_gap`). ``self_judged``: success by the energy's own model
+    (``judged.ok_self``), marked as such, only to show what self-judging would conclude."""
     from .coverage import target_gap, target_rarity_gap
     from .evidence import Verdict
 
     b = buckets()
-    ok, who = judged.ok, result.targets
+    ok, who = (judged.ok_self if self_judged else judged.ok), result.targets
+    far = (judged.calibration_self if self_judged else judged.calibration).far
+    judge = (f"identity-fonts (defines the energy) + digit-judge, FAR {far:.0%}" if self_judged
+             else f"identity-fonts-judge (MLP) + digit-judge, FAR {far:.0%}")
     claim = "guided diffusion reaches individuals more often than a guided GAN"
-    out = [Verdict(claim + f" ({name})", f"success, diffusion - GAN, mean over {len(b[name])} targets", JUDGE_NAME,
-                   target_gap(ok["diffusion"], ok["GAN"], who, b[name])) for name in BUCKETS]
+    out = [Verdict(claim + f" ({name})", f"success, diffusion - GAN, mean over {len(b[name])} targets", judge,
+                   target_gap(ok["diffusion"], ok["GAN"], who, b[name]), self_judged=self_judged) for name in BUCKETS]
     out += [Verdict("the advantage grows as individuals get rarer",
-                    f"(diffusion - GAN) {rare} - (diffusion - GAN) frequent", JUDGE_NAME,
-                    target_rarity_gap(ok["diffusion"], ok["GAN"], who, b[rare], b["frequent"]))
+                    f"(diffusion - GAN) {rare} - (diffusion - GAN) frequent", judge,
+                    target_rarity_gap(ok["diffusion"], ok["GAN"], who, b[rare], b["frequent"]), self_judged=self_judged)
             for rare in ("rare", "held-out")]
     return out
