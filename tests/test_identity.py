@@ -282,6 +282,12 @@ def test_identity_coverage_settings_reject_bad_values():
         ic.Settings(seeds=(1, 1))
     with pytest.raises(ValueError, match="every"):
         ic.Settings(gan_steps=4001)
+    with pytest.raises(ValueError, match="weight"):
+        ic.Settings(weight=0)
+    with pytest.raises(ValueError, match="diffusion_step"):
+        ic.Settings(diffusion_step=-0.1)
+    with pytest.raises(ValueError, match="seeds"):
+        ic.Settings(seeds=(-1,))
 
 
 def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
@@ -304,6 +310,8 @@ def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
     assert all(v["trace"] <= 1e-6 and v["final"] <= 1e-6 for v in check.values())
     with pytest.raises(ValueError, match="multiple"):
         ic.verify_run(back, steps={"diffusion": 3, "GAN": 10})
+    with pytest.raises(ValueError, match="every model"):
+        ic.verify_run(back, steps={"diffusion": 5})
     with pytest.raises(ValueError, match="name must be"):
         ic.decode(back, "vae")
     raw = (tmp_path / "chains.safetensors").read_bytes()

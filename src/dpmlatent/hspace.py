@@ -26,6 +26,12 @@ or by DDIM inversion (Asyrp's own setting, eta = 0).
 directional CLIP loss of :func:`directional_clip_loss`, as Asyrp does: one UNet evaluation per
 sample, at a random step of the editing interval (or, for per-step directions, at every step),
 along the images' own trajectories.
+
+Directions that need no text model (issue 21): :func:`pca_directions` (the principal axes of ``h_t``
+over many images: global), :func:`jacobian_directions` (the singular vectors of ``dh_t / dx_t`` at one
+image, exactly or by power iteration: image-specific, the pullback view of Park et al. 2023) and
+:func:`mean_difference_direction` (mean ``h`` of one judged group minus another's: supervised);
+:func:`principal_angles` compares subspaces.
 """
 
 from __future__ import annotations

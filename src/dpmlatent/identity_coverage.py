@@ -44,7 +44,9 @@ __all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chai
            "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
            "decode", "verify_run", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
 
-#: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``).
+#: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``): the
+#: repository's ``results/identity_coverage`` (the package is installed editable, ``pip install -e .``;
+#: pass a folder to :func:`load_run` otherwise).
 RUN_PATH = Path(__file__).resolve().parents[2] / "results" / "identity_coverage"
 
 BUCKETS = ("frequent", "rare", "held-out")
@@ -162,13 +164,21 @@ class Settings:
     every: int = 5
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {self.seeds!r}")
-        if self.chains < 24 or self.chains % 24:
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(is_int(x) and x >= 0 for x in self.seeds):
+            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds!r}")
+        if not is_int(self.chains) or self.chains < 24 or self.chains % 24:
             raise ValueError(f"chains must be a positive multiple of 24 (the targets), got {self.chains!r}")
+        for name in ("weight", "diffusion_step", "gan_step"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise ValueError(f"{name} must be a number > 0, got {v!r}")
+        if not is_int(self.every) or self.every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {self.every!r}")
         for name in ("diffusion_steps", "gan_steps"):
-            if getattr(self, name) % self.every:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of every ({self.every})")
+            v = getattr(self, name)
+            if not is_int(v) or v < 1 or v % self.every:
+                raise ValueError(f"{name} must be a positive multiple of every ({self.every}), got {v!r}")
 
 
 @dataclasses.dataclass
@@ -341,6 +351,8 @@ def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool
     steps = {"diffusion": 50, "GAN": 400} if steps is None else steps
     s = result.settings
     energy = _energy()
+    if not isinstance(steps, dict) or set(steps) != set(result.chains):
+        raise ValueError(f"steps must map every model {sorted(result.chains)} to a number of steps, got {steps!r}")
     out = {}
     for name, c in result.chains.items():
         k = steps[name]
