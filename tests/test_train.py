@@ -96,3 +96,15 @@ def test_diffusion_loss_targets_what_the_scheduler_predicts(prediction_type):
     expected = {"epsilon": 1.0, "sample": 0.25,
                 "v_prediction": (sched.alphas_cumprod * 1.0 + (1 - sched.alphas_cumprod) * 0.25).mean().item()}
     assert result.losses[0] == pytest.approx(expected[prediction_type], rel=0.02 if prediction_type != "sample" else 1e-6)
+
+
+def test_fit_names_an_unlogged_record():
+    from dpmlatent.fitting import fit
+
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    losses, history = fit(lambda: ((w ** 2).sum(), {"norm": float(w.norm())}), opt, steps=3, record="norm",
+                          progress=False)
+    assert len(losses) == 3 and losses == history["norm"] and losses[1] < losses[0]
+    with pytest.raises(ValueError, match="record must be 'loss' or a name that loss_fn logs"):
+        fit(lambda: (w ** 2).sum(), opt, steps=1, record="kl", progress=False)

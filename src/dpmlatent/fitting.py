@@ -100,6 +100,8 @@ def fit(loss_fn: Callable[[], torch.Tensor | tuple[torch.Tensor, dict]], optimiz
             ema.update()
         for name, value in {"loss": loss.item(), **logs}.items():
             history.setdefault(name, []).append(float(value))
+        if record not in history:
+            raise ValueError(f"record must be 'loss' or a name that loss_fn logs ({sorted(history)}), got {record!r}")
         recent = history[record][-50:]
         bar.set_postfix({record: f"{sum(recent) / len(recent):.{digits}f}"}, refresh=False)
     return history[record], history
