@@ -46,6 +46,12 @@ its |z|^2/d still rises (1.3-1.55 at the end); the diffusion chains' energy stil
 over the last quarter and |z|^2/d is near 1.1: short-run Langevin. Time: the diffusion chains ran at
 0.74 s per step of 48 chains when alone on the machine (30 min for 3 seeds x 800 steps; the run.json
 records 42 min because a test suite shared the cores for part of it), the GAN's 5 min.
+
+A longer look after it (``--seeds 99 --chains 24 --diffusion-steps 1600 --gan-steps 8000``: 11 + 2 min): the
+diffusion chains' ||z||^2/d passes the settling test (drift -0.003 [-0.030, 0.023]) and their energy's drift is
+0.011 [-0.040, 0.113] (too noisy with 24 chains to pass); the GAN's energy passes (0.002 [-0.010, 0.022]) and its
+||z||^2/d drift is -0.006 [-0.087, 0.087] (no longer rising, too noisy to pass). The GAN's energy falls further
+(0.19-0.25) while its success stays low. Next: store a run with 1600 / 8000 steps (about an hour).
 """
 
 import argparse
