@@ -299,6 +299,9 @@ def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
     r = ic.run(s, progress=False)
     assert r.chains["diffusion"].codes.shape == (24, 704) and r.chains["GAN"].codes.shape[0] == 24
     back = ic.load_run(ic.save_run(r, tmp_path))
+    import json
+    rebuild = json.loads((tmp_path / "run.json").read_text())["rebuild"]
+    assert "--seeds 5 --chains 24" in rebuild and "--diffusion-steps 10" in rebuild and "--gan-steps 20" in rebuild
     assert back.settings == s and torch.equal(back.targets, r.targets)
     for name, c in r.chains.items():
         assert torch.equal(back.chains[name].codes, c.codes)

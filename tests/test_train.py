@@ -103,7 +103,7 @@ def test_fit_names_an_unlogged_record():
 
     w = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([w], lr=0.1)
-    losses, history = fit(lambda: ((w ** 2).sum(), {"norm": float(w.norm())}), opt, steps=3, record="norm",
+    losses, history = fit(lambda: ((w ** 2).sum(), {"norm": float(w.detach().norm())}), opt, steps=3, record="norm",
                           progress=False)
     assert len(losses) == 3 and losses == history["norm"] and losses[1] < losses[0]
     with pytest.raises(ValueError, match="record must be 'loss' or a name that loss_fn logs"):

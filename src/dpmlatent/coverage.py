@@ -31,7 +31,7 @@ import torch
 from . import metrics
 from .evidence import (Interval, as_share, difference_of_shares, paired_bootstrap_ci, unpaired_bootstrap_ci,
                        wilson_interval)
-from .guidance import Plateau, guide, plateau
+from .guidance import Plateau, _as_flat, guide, plateau
 from .latent import LatentCode
 from .reporting import Column, Table, fmt, fmt_fraction
 
@@ -111,7 +111,7 @@ def _dim(z) -> int:
 
 
 def _flat(z) -> torch.Tensor:
-    return (z.flatten() if isinstance(z, LatentCode) else z.reshape(len(z), -1)).detach().cpu()
+    return _as_flat(z)[0].detach().cpu()
 
 
 def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tuple[float, Callable]], *,

@@ -122,13 +122,14 @@ def chain_targets(targets: Sequence[int], chains_per_seed: int, seeds: int) -> t
     return torch.tensor(targets).repeat(chains_per_seed // len(targets) * seeds)
 
 
-def nearest_distance(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+def nearest_distance(images: torch.Tensor, train: torch.Tensor, *, return_index: bool = False):
     """``(N,)`` float64: each image's L2 distance to its nearest image in ``train`` (pixels in
     ``[-1, 1]``): a sample much closer to the training set than fresh glyphs of the same individual
-    would be a copy."""
+    would be a copy. With ``return_index``, also the ``(N,)`` index of that nearest training image."""
     a = images.flatten(1).double().cpu()
     b = train.flatten(1).double().cpu()
-    return torch.cdist(a, b).min(1).values
+    nearest = torch.cdist(a, b).min(1)
+    return (nearest.values, nearest.indices) if return_index else nearest.values
 
 
 def within_target_diversity(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -253,6 +254,13 @@ def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRu
                        seconds)
 
 
+def _rebuild_command(s: Settings) -> str:
+    """The benchmark command that stores a run with settings ``s``."""
+    return (f"python benchmarks/identity_coverage.py --save --seeds {' '.join(map(str, s.seeds))} --chains {s.chains} "
+            f"--weight {s.weight:g} --diffusion-step {s.diffusion_step:g} --diffusion-steps {s.diffusion_steps} "
+            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}")
+
+
 def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
     """Store ``result`` in ``folder``: ``chains.safetensors`` (every model's final codes in float64 and its
     energy and ``‖z‖²/d`` traces every ``settings.every`` steps in float32, the chains' targets) and
@@ -274,7 +282,7 @@ def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
     save_file(tensors, folder / "chains.safetensors")
     meta = {"settings": dataclasses.asdict(result.settings), "seconds": result.seconds,
             "dims": {name: c.dim for name, c in result.chains.items()},
-            "rebuild": "python benchmarks/identity_coverage.py --save",
+            "rebuild": _rebuild_command(result.settings),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "sha256": hashlib.sha256((folder / "chains.safetensors").read_bytes()).hexdigest()}
     (folder / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -312,20 +320,17 @@ def load_run(folder=RUN_PATH) -> IdentityRun:
     return IdentityRun(settings, t["targets"], chains, steps, meta["seconds"])
 
 
-def _generator_and_starts(settings: Settings, name: str):
-    m = coverage_models(settings)[name]
-    return m, [m.codes(s) for s in settings.seeds]
-
-
 @torch.no_grad()
-def decode(result: IdentityRun, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(result: IdentityRun, name: str, *, models: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(before, images)``: ``G(z0)`` of the start codes (drawn again from the seeds) and ``G(z)`` of
-    the stored final codes of model ``name``, ``(S·N, 1, 8, 8)`` float64 each."""
+    the stored final codes of model ``name``, ``(S·N, 1, 8, 8)`` float64 each (``models``:
+    :func:`coverage_models` of the run's settings, if the caller has them already)."""
     if name not in result.chains:
         raise ValueError(f"name must be one of {sorted(result.chains)}, got {name!r}")
     from .latent import LatentCode
 
-    m, starts = _generator_and_starts(result.settings, name)
+    m = (coverage_models(result.settings) if models is None else models)[name]
+    starts = [m.codes(seed) for seed in result.settings.seeds]
     n = result.settings.chains
     codes = result.chains[name].codes
     before, after = [], []
@@ -350,22 +355,23 @@ def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool
 
     steps = {"diffusion": 50, "GAN": 400} if steps is None else steps
     s = result.settings
-    energy = _energy()
     if not isinstance(steps, dict) or set(steps) != set(result.chains):
         raise ValueError(f"steps must map every model {sorted(result.chains)} to a number of steps, got {steps!r}")
+    for name, c in result.chains.items():
+        if not 1 <= steps[name] <= c.steps or steps[name] % s.every:
+            raise ValueError(f"steps[{name!r}] must be a multiple of {s.every} in [1, {c.steps}], got {steps[name]!r}")
+    energy, models = _energy(), coverage_models(s)
     out = {}
     for name, c in result.chains.items():
         k = steps[name]
-        if not 1 <= k <= c.steps or k % s.every:
-            raise ValueError(f"steps[{name!r}] must be a multiple of {s.every} in [1, {c.steps}], got {k!r}")
-        m = dataclasses.replace(coverage_models(s)[name], steps=k)
+        m = dataclasses.replace(models[name], steps=k)
         again = coverage_experiment({name: m}, {"identity": (s.weight, energy)}, seeds=[s.seeds[0]],
                                     grid=PORTABLE_GRID, progress=progress)[name, "identity"]
         rows = torch.arange(0, k + 1, s.every)
         n = s.chains
         trace = max(float((again.energy[rows].float().double() - c.energy[:len(rows), :n]).abs().max()),
                     float((again.sq_norm[rows].float().double() - c.sq_norm[:len(rows), :n]).abs().max()))
-        _, images = decode(result, name)
+        _, images = decode(result, name, models=models)
         final = float((energy(images).double().float().double() - c.energy[-1]).abs().max())
         out[name] = {"steps": k, "trace": trace, "final": final}
     return out
@@ -399,8 +405,9 @@ def judge_run(result: IdentityRun, *, far: float = 0.01) -> Judged:
     cal, cal_self = calibrate(judge, far=far), calibrate(embed, far=far)
     before, images, ok, ok_before, ok_self = {}, {}, {}, {}, {}
     who = result.targets
+    models = coverage_models(result.settings)
     for name in result.chains:
-        before[name], images[name] = decode(result, name)
+        before[name], images[name] = decode(result, name, models=models)
         match = dict(digit_judge=digit_judge, centres=cal.centres, threshold=cal.threshold)
         ok[name] = identity_matches(images[name], who, embed=judge, **match)
         ok_before[name] = identity_matches(before[name], who, embed=judge, **match)
