@@ -49,7 +49,7 @@ from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
                      step_with_noise, without_clipping)
 
-__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
+__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
            "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
            "jacobian_directions", "principal_angles", "mean_difference_direction"]
 
@@ -81,17 +81,21 @@ def noised_bottleneck(unet, scheduler, x0: torch.Tensor, t: int, noise: torch.Te
 
 
 @contextlib.contextmanager
-def shift_bottleneck(unet, delta_h: torch.Tensor):
+def shift_bottleneck(unet, delta_h):
     """Inside the ``with`` block every UNet call uses ``h + delta_h`` in place of its bottleneck ``h``
-    (``delta_h`` broadcasts against ``h``: ``(C, H, W)``, ``(1, C, H, W)`` or ``(B, C, H, W)``)."""
-    if not isinstance(delta_h, torch.Tensor):
-        raise TypeError(f"delta_h must be a tensor, got {type(delta_h).__name__}")
+    (``delta_h`` broadcasts against ``h``: ``(C, H, W)``, ``(1, C, H, W)`` or ``(B, C, H, W)``).
+
+    ``delta_h`` may also be a callable ``h -> dh`` (an h-dependent shift, Asyrp's ``f_t(h_t)``:
+    :func:`module_shift`); the UNet then uses ``h + delta_h(h)``."""
+    if not isinstance(delta_h, torch.Tensor) and not callable(delta_h):
+        raise TypeError(f"delta_h must be a tensor or a callable h -> delta_h, got {type(delta_h).__name__}")
 
     def hook(module, args, out):
+        shift = delta_h if isinstance(delta_h, torch.Tensor) else delta_h(out)
         try:
-            return out + delta_h.to(out.dtype)
+            return out + shift.to(out.dtype)
         except RuntimeError as err:
-            raise ValueError(f"delta_h of shape {tuple(delta_h.shape)} does not broadcast against the bottleneck "
+            raise ValueError(f"delta_h of shape {tuple(shift.shape)} does not broadcast against the bottleneck "
                              f"h of shape {tuple(out.shape)}") from err
     handle = _mid_block(unet).register_forward_hook(hook)
     try:
@@ -181,41 +185,84 @@ def edit_steps(timesteps: torch.Tensor, t_edit: int) -> int:
     return n
 
 
-def _per_step(delta_h, n_edit: int) -> list[torch.Tensor]:
+def timestep_embedding(unet, t, like: torch.Tensor) -> torch.Tensor:
+    """The UNet's own embedding of timestep ``t``, ``unet.time_embedding(unet.time_proj(t))``: ``(1, D)``
+    on ``like``'s device, in the UNet's dtype (what its resnet blocks receive; Asyrp's ``temb``)."""
+    dtype = next(unet.parameters()).dtype
+    t = torch.as_tensor(t, device=like.device).reshape(1)
+    return unet.time_embedding(unet.time_proj(t).to(dtype))
+
+
+def module_shift(unet, shift: torch.nn.Module, t, *, scale: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``h -> scale * shift(h, temb_t)``: an h-space shift *module* at timestep ``t`` as the callable
+    that :func:`shift_bottleneck` takes. ``shift(h, temb)`` returns ``dh`` like ``h``, given ``h``
+    ``(B, C, H, W)`` and the UNet's timestep embedding ``temb`` ``(1, D)`` (:func:`timestep_embedding`):
+    Asyrp's implicit function ``f_t`` (:class:`dpmlatent.asyrp.DeltaBlock`) or a constant
+    (:class:`dpmlatent.asyrp.ConstantShift`)."""
+    if not isinstance(shift, torch.nn.Module):
+        raise TypeError(f"shift must be a torch.nn.Module taking (h, temb), got {type(shift).__name__}")
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return scale * shift(h, timestep_embedding(unet, t, h))
+    return f
+
+
+def _per_step(delta_h, n_edit: int) -> list:
+    if isinstance(delta_h, torch.nn.Module):
+        return [delta_h] * n_edit
     if isinstance(delta_h, torch.Tensor):
         return [delta_h] * n_edit
     if isinstance(delta_h, (list, tuple)) and all(isinstance(d, torch.Tensor) for d in delta_h):
         if len(delta_h) != n_edit:
             raise ValueError(f"delta_h holds {len(delta_h)} per-step shifts for an editing interval of {n_edit} steps")
         return list(delta_h)
-    raise TypeError("delta_h must be a tensor (one shift for every edited step) or a list of tensors (one per step), "
-                    f"got {type(delta_h).__name__}")
+    raise TypeError("delta_h must be a tensor (one shift for every edited step), a list of tensors (one per step) "
+                    f"or an h-space shift module (dpmlatent.asyrp.DeltaBlock), got {type(delta_h).__name__}")
 
 
 def asyrp_decode(unet, scheduler, z: LatentCode, delta_h, *, t_edit: int, eta: float, scale: float = 1.0,
-                 asymmetric: bool = True, cond=None, progress: bool = False) -> torch.Tensor:
+                 asymmetric: bool = True, cond=None, t_boost: int | None = None,
+                 generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """Decode the latent code ``z`` with ``h -> h + scale * delta_h`` during the editing interval
     ``t >= t_edit`` (asymmetric steps, :func:`asymmetric_step`) and plain steps after it.
 
-    With ``scale = 0`` this is :func:`dpmlatent.latent.decode` (the code's own image). ``z`` comes
-    from :func:`dpmlatent.encoder.dpm_encode` (stochastic, the same ``eta``) or
+    With ``scale = 0`` (and no ``t_boost``) this is :func:`dpmlatent.latent.decode` (the code's own
+    image). ``z`` comes from :func:`dpmlatent.encoder.dpm_encode` (stochastic, the same ``eta``) or
     :func:`dpmlatent.encoder.ddim_invert` (``eta = 0``), or :func:`dpmlatent.latent.sample_latent`.
 
     Args:
-        delta_h: one tensor for every edited step, or a list of tensors, one per edited step.
+        delta_h: one tensor for every edited step, a list of tensors (one per edited step), or an
+            h-space shift module ``shift(h, temb)`` (Asyrp's ``f_t``, :class:`dpmlatent.asyrp.DeltaBlock`),
+            evaluated at every edited step on that step's ``h`` and timestep.
         t_edit: the smallest timestep that is edited (Asyrp's editing interval ``[T, t_edit]``).
         scale: multiplies the shift (Asyrp's linearity: negative scales edit the other way).
         asymmetric: False shifts the model for the whole step (the symmetric baseline).
+        t_boost: Asyrp's quality boosting: every step from a timestep ``t < t_boost`` is stochastic
+            (DDIM with ``eta = 1``, fresh noise from ``generator``) in place of ``z``'s own step.
+            Needs a ``DDIMScheduler``; None (default): no boosting.
+        generator: the CPU generator of the boosting noise (drawn in float64, the same on every CPU).
     """
     check_scheduler(scheduler, eta)
+    if t_boost is not None:
+        if isinstance(t_boost, bool) or not isinstance(t_boost, int) or t_boost < 0:
+            raise ValueError(f"t_boost must be a non-negative integer timestep or None, got {t_boost!r}")
+        if not isinstance(scheduler, DDIMScheduler):
+            raise ValueError("t_boost needs a DDIMScheduler (its eta = 1 steps); a DDPMScheduler is stochastic already")
     timesteps = sampling_timesteps(scheduler, z.num_inference_steps)
     if not torch.equal(timesteps[len(timesteps) - len(z.timesteps):].cpu(), z.timesteps.cpu()):
         raise ValueError("z.timesteps do not match this scheduler's timesteps: was z made with another scheduler?")
     shifts = _per_step(delta_h, edit_steps(z.timesteps, t_edit))
     x = z.x_start
     for i, (t, noise) in enumerate(tqdm(list(zip(z.timesteps, z.noises)), desc="asyrp", disable=not progress)):
-        dh = scale * shifts[i] if i < len(shifts) and scale != 0 else None
-        x = asymmetric_step(unet, scheduler, x, t, dh, noise, eta=eta, cond=cond, asymmetric=asymmetric)
+        dh = None
+        if i < len(shifts) and scale != 0:
+            dh = module_shift(unet, shifts[i], t, scale=scale) if isinstance(shifts[i], torch.nn.Module) \
+                else scale * shifts[i]
+        step_eta = eta
+        if t_boost is not None and int(t) < t_boost:
+            step_eta = 1.0
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device, x.dtype)
+        x = asymmetric_step(unet, scheduler, x, t, dh, noise, eta=step_eta, cond=cond, asymmetric=asymmetric)
     return x
 
 
