@@ -18,7 +18,7 @@ Buckets: ``"frequent"`` (the 8 most frequent generator individuals, 40 to 5 glyp
 ``"rare"`` (every other one of ranks 26 to 40, 1 or 2 glyphs per digit), ``"held-out"`` (8 individuals
 of the held-out faces, which no model saw).
 
-The whole experiment (:func:`run`) costs about half an hour of float64 Langevin on two CPU cores, more
+The whole experiment (:func:`run`) costs about 80 minutes of float64 Langevin on two CPU cores, more
 than the book's test budget leaves to one chapter. So it runs once, in
 ``benchmarks/identity_coverage.py --save``, which stores the chains (:func:`save_run`: final codes and
 energy traces, no images); the chapter loads them (:func:`load_run`), decodes and judges every image
@@ -29,6 +29,7 @@ stored chains are what this code computes (:func:`verify_run`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -93,6 +94,13 @@ class Calibration:
 
 
 @torch.no_grad()
+@functools.lru_cache(maxsize=4)
+def _gallery(per_digit: int, seed: int) -> data.FontIndividuals:
+    """Every individual's gallery glyphs (8,800 renders at the defaults, about a second): drawn once per
+    ``(per_digit, seed)`` and shared by every :func:`calibrate` call (read only)."""
+    return data.font_glyphs(range(len(data.font_names())), per_digit, seed=seed)
+
+
 def calibrate(judge: torch.nn.Module, split: data.FontSplit | None = None, *, far: float = 0.01,
               gallery_per_digit: int = 8, probes_per_digit: int = 2, seed: int = 12) -> Calibration:
     """Build the judge's gallery of every individual from ``gallery_per_digit`` fresh glyphs per digit
@@ -101,8 +109,7 @@ def calibrate(judge: torch.nn.Module, split: data.FontSplit | None = None, *, fa
     centre of the same digit (:func:`~dpmlatent.identity.centre_pairs`)."""
     split = data.font_split() if split is None else split
     p = next(judge.parameters())
-    every = range(len(data.font_names()))
-    gallery = data.font_glyphs(every, gallery_per_digit, seed=seed)
+    gallery = _gallery(gallery_per_digit, seed)
     centres = reference_centres(judge, gallery.images.to(p.device, p.dtype), gallery.individuals, gallery.labels,
                                 len(data.font_names()))
     probes = data.font_glyphs(split.held_out, probes_per_digit, seed=seed + 1)
@@ -159,9 +166,9 @@ class Settings:
     chains: int = 48
     weight: float = 300.0
     diffusion_step: float = 0.005
-    diffusion_steps: int = 800
+    diffusion_steps: int = 1600
     gan_step: float = 0.001
-    gan_steps: int = 4000
+    gan_steps: int = 8000
     every: int = 5
 
     def __post_init__(self):
@@ -180,6 +187,12 @@ class Settings:
             v = getattr(self, name)
             if not is_int(v) or v < 1 or v % self.every:
                 raise ValueError(f"{name} must be a positive multiple of every ({self.every}), got {v!r}")
+
+    def langevin(self, model: str) -> tuple[float, int]:
+        """``(step size, steps)`` of ``model``'s chains: ``"diffusion"`` or ``"GAN"``."""
+        if model not in ("diffusion", "GAN"):
+            raise ValueError(f"model must be 'diffusion' or 'GAN', got {model!r}")
+        return (self.diffusion_step, self.diffusion_steps) if model == "diffusion" else (self.gan_step, self.gan_steps)
 
 
 @dataclasses.dataclass
@@ -237,7 +250,7 @@ def _energy(dtype=torch.float64):
 def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRun:
     """Guide both models towards the 24 targets (chain ``b`` of a seed aims at target ``b % 24``) with
     :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains on
-    every CPU). About 30 minutes on two cores with the default settings."""
+    every CPU). About 80 minutes on two cores with the default settings."""
     from .coverage import coverage_experiment
     from .guidance import PORTABLE_GRID
 
@@ -309,9 +322,8 @@ def load_run(folder=RUN_PATH) -> IdentityRun:
     t = load_file(folder / "chains.safetensors")
     settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items()})
     chains, steps = {}, {}
-    for name in ("diffusion", "GAN"):
-        step = settings.diffusion_step if name == "diffusion" else settings.gan_step
-        n_steps = settings.diffusion_steps if name == "diffusion" else settings.gan_steps
+    for name in meta["dims"]:                                   # the models the run stored, in its order
+        step, n_steps = settings.langevin(name)
         empty = torch.zeros(0)
         chains[name] = Chains(name, "identity", settings.weight, step, n_steps, meta["dims"][name],
                               len(settings.seeds), empty, empty, t[f"{name}.energy"].double(),
