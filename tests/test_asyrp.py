@@ -140,6 +140,10 @@ def test_learn_shift_lowers_its_loss_and_leaves_the_unet_frozen(tiny_unet, kind)
     assert not any(p.requires_grad for p in shift.parameters())
     assert all(torch.equal(v, before[k]) for k, v in tiny_unet.state_dict().items())
     assert all(p.requires_grad for p in tiny_unet.parameters())    # the caller's flags are restored
+    trained = [p.clone() for p in shift.parameters()]             # a second run goes on training the same module
+    learn_shift(tiny_unet, sched, z, images, shift, _brighter, t_edit=300, epochs=1, batch_size=2, lr=5.0,
+                generator=torch.Generator().manual_seed(1), progress=False)
+    assert any((p - q).abs().max() > 0 for p, q in zip(shift.parameters(), trained))
     with pytest.raises(ValueError, match="images must have the shape of z.x_start"):
         learn_shift(tiny_unet, sched, z, images[:2], shift, _brighter, t_edit=300)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):

@@ -212,7 +212,7 @@ def learn_shift(unet, scheduler, z: LatentCode, images: torch.Tensor, shift: tor
     n_edit = edit_steps(z.timesteps, t_edit)
     sched = type(scheduler).from_config({**scheduler.config, "clip_sample": False, "thresholding": False})
     sampling_timesteps(sched, z.num_inference_steps)
-    shift.to(device=images.device, dtype=images.dtype)
+    shift.to(device=images.device, dtype=images.dtype).requires_grad_(True)    # trainable again after a first run
     states = record_trajectory(unet, sched, z, eta=0.0)[:n_edit]            # the original trajectory
 
     def predict(x, t):
