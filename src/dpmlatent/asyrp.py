@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .hspace import (HDirection, _clean_part, edit_steps, module_shift, predicted_x0, record_trajectory,
+from .hspace import (HDirection, _clean_part, edit_steps, frozen, module_shift, predicted_x0, record_trajectory,
                      shift_bottleneck)
 from .latent import LatentCode, denoiser_output, sampling_timesteps, step_with_noise
 
@@ -222,11 +222,9 @@ def learn_shift(unet, scheduler, z: LatentCode, images: torch.Tensor, shift: tor
         plain = torch.stack([predict(states[k], z.timesteps[k]) for k in range(n_edit)])
     opt = torch.optim.SGD(shift.parameters(), lr=lr)
     lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    unet.requires_grad_(False)
     losses: list[float] = []
     n = len(images)
-    try:
+    with frozen(unet):
         bar = tqdm(total=epochs * math.ceil(n / batch_size) * n_edit, desc="learn shift", disable=not progress)
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
@@ -252,9 +250,6 @@ def learn_shift(unet, scheduler, z: LatentCode, images: torch.Tensor, shift: tor
                     bar.update()
             lr_sched.step()
         bar.close()
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
     shift.requires_grad_(False)
     return HDirection(shift, t_edit, z.num_inference_steps, losses)
 

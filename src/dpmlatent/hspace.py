@@ -50,7 +50,7 @@ from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, 
                      step_with_noise, without_clipping)
 
 __all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
-           "record_trajectory", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
+           "record_trajectory", "frozen", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
            "jacobian_directions", "principal_angles", "mean_difference_direction"]
 
 
@@ -208,9 +208,7 @@ def module_shift(unet, shift: torch.nn.Module, t, *, scale: float = 1.0) -> Call
 
 
 def _per_step(delta_h, n_edit: int) -> list:
-    if isinstance(delta_h, torch.nn.Module):
-        return [delta_h] * n_edit
-    if isinstance(delta_h, torch.Tensor):
+    if isinstance(delta_h, (torch.Tensor, torch.nn.Module)):      # one shift (or shift module) for every step
         return [delta_h] * n_edit
     if isinstance(delta_h, (list, tuple)) and all(isinstance(d, torch.Tensor) for d in delta_h):
         if len(delta_h) != n_edit:
@@ -277,6 +275,19 @@ def record_trajectory(unet, scheduler, z: LatentCode, *, eta: float, cond=None) 
     return torch.stack(states[:-1])
 
 
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Inside the ``with`` block no parameter of ``module`` records gradients; afterwards the ones that
+    did are trainable again (learning a shift of a frozen UNet's bottleneck)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 @dataclasses.dataclass
 class HDirection:
     """A learned h-space edit: ``delta_h`` (one tensor, or one per edited step), the editing
@@ -341,15 +352,10 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     start = init_std * torch.randn(shape, generator=generator, dtype=torch.float64)
     delta = start.to(device=h.device, dtype=h.dtype).requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    unet.requires_grad_(False)                                      # frozen: gradients reach delta only
     losses = []          # per iteration: the loss (with per_step, the mean over the steps' losses)
-    try:
+    with frozen(unet):                                              # gradients reach delta only
         _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses, n_edit=n_edit, per_step=per_step,
                iterations=iterations, batch_size=batch_size, generator=generator, progress=progress)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
     learned = delta.detach()
     return HDirection(list(learned) if per_step else learned[0], t_edit, num_inference_steps, losses)
 

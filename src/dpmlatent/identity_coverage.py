@@ -93,7 +93,6 @@ class Calibration:
     n_different: int
 
 
-@torch.no_grad()
 @functools.lru_cache(maxsize=4)
 def _gallery(per_digit: int, seed: int) -> data.FontIndividuals:
     """Every individual's gallery glyphs (8,800 renders at the defaults, about a second): drawn once per
@@ -101,6 +100,7 @@ def _gallery(per_digit: int, seed: int) -> data.FontIndividuals:
     return data.font_glyphs(range(len(data.font_names())), per_digit, seed=seed)
 
 
+@torch.no_grad()
 def calibrate(judge: torch.nn.Module, split: data.FontSplit | None = None, *, far: float = 0.01,
               gallery_per_digit: int = 8, probes_per_digit: int = 2, seed: int = 12) -> Calibration:
     """Build the judge's gallery of every individual from ``gallery_per_digit`` fresh glyphs per digit
