@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .hspace import (HDirection, _clean_part, edit_steps, frozen, module_shift, predicted_x0, record_trajectory,
                      shift_bottleneck)
-from .latent import LatentCode, denoiser_output, sampling_timesteps, step_with_noise
+from .latent import LatentCode, denoiser_output, step_with_noise, unclipped_copy
 
 __all__ = ["DeltaBlock", "ConstantShift", "asyrp_loss", "learn_shift", "EditingStrength", "editing_strength",
            "pick_timestep"]
@@ -210,8 +210,7 @@ def learn_shift(unet, scheduler, z: LatentCode, images: torch.Tensor, shift: tor
     if not 0 < lr_gamma <= 1:
         raise ValueError(f"lr_gamma must be in (0, 1], got {lr_gamma}")
     n_edit = edit_steps(z.timesteps, t_edit)
-    sched = type(scheduler).from_config({**scheduler.config, "clip_sample": False, "thresholding": False})
-    sampling_timesteps(sched, z.num_inference_steps)
+    sched = unclipped_copy(scheduler, z.num_inference_steps)
     shift.to(device=images.device, dtype=images.dtype).requires_grad_(True)    # trainable again after a first run
     states = record_trajectory(unet, sched, z, eta=0.0)[:n_edit]            # the original trajectory
 

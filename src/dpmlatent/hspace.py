@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
-                     step_with_noise, without_clipping)
+                     step_with_noise, unclipped_copy, without_clipping)
 
 __all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
            "record_trajectory", "frozen", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
@@ -341,8 +341,7 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     # The loss reads the *unclipped* prediction: through the scheduler's clipping (clip_sample,
     # thresholding) the gradient of every saturated pixel is zero, and the background of a digit
     # is saturated, so no shift could learn to add ink there.
-    scheduler = type(scheduler).from_config({**scheduler.config, "clip_sample": False, "thresholding": False})
-    sampling_timesteps(scheduler, num_inference_steps)            # the step's own schedule
+    scheduler = unclipped_copy(scheduler, num_inference_steps)     # the step's own schedule
     h = bottleneck(unet, trajectories[0, :1], timesteps[0])
     # A small random start: at delta = 0 the directional loss's cosine has no direction (its gradient
     # blows up), and from an exact zero every element of delta moves in lockstep.

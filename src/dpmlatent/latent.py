@@ -29,7 +29,7 @@ from diffusers.schedulers import scheduling_ddpm
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "without_clipping", "sampling_timesteps",
+__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "without_clipping", "unclipped_copy", "sampling_timesteps",
            "sample_latent", "decode", "denoiser_output", "step_with_noise", "slerp"]
 
 SUPPORTED_SCHEDULERS = (DDIMScheduler, DDPMScheduler)
@@ -119,6 +119,16 @@ def without_clipping(scheduler):
         return scheduler
     twin = type(scheduler).from_config(scheduler.config, clip_sample=False, thresholding=False)
     twin.set_timesteps(scheduler.num_inference_steps)
+    return twin
+
+
+def unclipped_copy(scheduler, num_inference_steps: int):
+    """A new scheduler of ``scheduler``'s type and config with clipping and thresholding off and
+    ``num_inference_steps`` set, always a copy (unlike :func:`without_clipping`), so that setting its
+    timesteps leaves the caller's scheduler as it was: for training losses that read the unclipped
+    predicted ``x0`` (through clipping, every saturated pixel's gradient is zero)."""
+    twin = type(scheduler).from_config(scheduler.config, clip_sample=False, thresholding=False)
+    sampling_timesteps(twin, num_inference_steps)
     return twin
 
 
