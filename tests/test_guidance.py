@@ -226,6 +226,81 @@ def test_coverage_experiment_chains_table_and_diversity():
         format_coverage_table([c], {}, 7)
 
 
+def test_stored_chains_round_trip_decode_and_verify(tmp_path, tiny_unet):
+    """save_chains / load_chains keep codes and traces exactly; decode_chains gives back the images of the
+    run (a GAN's tensor codes and a diffusion model's LatentCode); verify_chains re-runs a prefix
+    exactly and notices a tampered trace; bad input is refused by name."""
+    from dpmlatent.classifier import DigitClassifier
+    from dpmlatent.coverage import (CoverageModel, coverage_experiment, decode_chains, load_chains, save_chains,
+                                    verify_chains)
+    from dpmlatent.energies import classifier_energy
+
+    gan, judge = _toy_generator().double(), DigitClassifier().eval().requires_grad_(False).double()
+    sched = DDIMScheduler(num_train_timesteps=100)
+    gan_codes = lambda s: torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(s))  # noqa
+    models = {
+        "gan": CoverageModel(gan, gan_codes, 0.01, 4),
+        "gan, batched": CoverageModel(gan, gan_codes, 0.01, 4, batch_seeds=True),
+        "diffusion": CoverageModel(diffusion_generator(tiny_unet.double(), sched, eta=1.0, checkpoint=False),
+                                   lambda s: sample_latent((3, 1, 8, 8), sched, 3, 1.0, dtype=torch.float64,
+                                                           generator=torch.Generator().manual_seed(s)), 0.05, 4)}
+    energies = {"clf": (2.0, classifier_energy(judge, 7))}
+    runs = coverage_experiment(models, energies, seeds=[0, 1], grid=2.0 ** -20, progress=False)
+    with pytest.raises(ValueError, match="rebuild"):
+        save_chains(runs, tmp_path, rebuild=" ")
+    with pytest.raises(ValueError, match="every"):
+        save_chains(runs, tmp_path, rebuild="make it", every=3)
+    stored = load_chains(save_chains(runs, tmp_path, rebuild="make it", every=2))
+    assert list(stored) == list(runs)
+    assert json.loads((tmp_path / "run.json").read_text())["rebuild"] == "make it"
+    for k, c in runs.items():
+        s = stored[k]
+        assert (s.model, s.energy_name, s.weight, s.step_size, s.steps, s.dim, s.seeds) == \
+            (c.model, c.energy_name, c.weight, c.step_size, c.steps, c.dim, c.seeds)
+        assert torch.equal(s.codes, c.codes) and torch.equal(s.energy, c.energy[::2].float().double())
+        assert s.energy.dtype == torch.float64 and s.images.numel() == 0
+    decoded = decode_chains(stored, models, seeds=[0, 1])
+    for k, c in runs.items():
+        assert torch.equal(decoded[k].images, c.images) and torch.equal(decoded[k].before, c.before)
+    check = verify_chains(stored, models, energies, seeds=[0, 1], steps=2, grid=2.0 ** -20)
+    assert check == {k: 0.0 for k in runs}
+    stored["gan", "clf"].energy[1, 0] += 1e-3 * max(1.0, float(stored["gan", "clf"].energy[1, 0].abs()))
+    assert verify_chains(stored, models, energies, seeds=[0, 1], steps=2, grid=2.0 ** -20)["gan", "clf"] > 5e-4
+    with pytest.raises(ValueError, match="multiple"):
+        verify_chains(stored, models, energies, seeds=[0, 1], steps=3)
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        verify_chains(stored, models, energies, seeds=[0, 1], steps=5)
+    with pytest.raises(ValueError, match="must include"):
+        verify_chains(stored, {"gan": models["gan"]}, energies, seeds=[0, 1], steps=2)
+    with pytest.raises(ValueError, match="seeds must list"):
+        decode_chains(stored, models, seeds=[0])
+    raw = (tmp_path / "chains.safetensors").read_bytes()
+    (tmp_path / "chains.safetensors").write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(ValueError, match="sha256"):
+        load_chains(tmp_path)
+    with pytest.raises(FileNotFoundError, match="rebuild command"):
+        load_chains(tmp_path / "nothing")
+
+
+def test_class_coverage_names_its_experiment():
+    from dpmlatent import class_coverage as cc
+
+    assert cc.energy_names("GAN, 2% sevens") == ("classifier", "CLIP")
+    assert cc.energy_names("diffusion, all digits") == ("classifier",)
+    with pytest.raises(ValueError, match="model must be one of"):
+        cc.energy_names("vae")
+    m = cc.diffusion_model("ddpm-handwritten-rare")
+    z = m.codes(0)
+    assert (m.step_size, m.steps, m.batch_seeds, z.batch_size, z.dim) == (0.05, 80, False, cc.N, 704)
+    assert z.x_start.dtype == torch.float64 and torch.equal(m.codes(0).flatten(), z.flatten())
+    g = cc.gan_model("gan-handwritten-rare")
+    assert g.batch_seeds and g.codes(1).shape[0] == cc.N and g.codes(1).dtype == torch.float64
+    e = cc.energies()
+    assert {k: w for k, (w, _) in e.items()} == cc.WEIGHTS
+    x = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    assert all(fn(x).shape == (2,) and fn(x).dtype == torch.float64 for _, fn in e.values())
+
+
 def test_success_gap_and_rarity_gap():
     from dpmlatent.coverage import rarity_gap, success_gap
     from dpmlatent.evidence import difference_of_shares

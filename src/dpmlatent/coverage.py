@@ -23,8 +23,11 @@ differences, with an interval).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -35,7 +38,8 @@ from .guidance import Plateau, _as_flat, guide, plateau
 from .latent import LatentCode
 from .reporting import Column, Table, fmt, fmt_fraction
 
-__all__ = ["CoverageModel", "Chains", "mean_pairwise_distance", "coverage_experiment", "settling_sweep", "successes",
+__all__ = ["CoverageModel", "Chains", "mean_pairwise_distance", "coverage_experiment", "save_chains", "load_chains",
+           "decode_chains", "verify_chains", "settling_sweep", "successes",
            "success_gap", "rarity_gap", "format_coverage_table", "per_target_share", "target_gap",
            "target_rarity_gap"]
 
@@ -115,12 +119,13 @@ def _flat(z) -> torch.Tensor:
 
 
 def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tuple[float, Callable]], *,
-                        seeds: Sequence[int], grid: float | None = None,
+                        seeds: Sequence[int], grid: float | None = None, noise_offset: int = 0,
                         progress: bool = True) -> dict[tuple[str, str], Chains]:
     """Guide every model with every energy, from the same seeds.
 
     For each seed ``s``, model and energy: start codes ``model.codes(s)``, Langevin noise from
-    ``torch.Generator().manual_seed(s)``, ``model.steps`` steps of size ``model.step_size``
+    ``torch.Generator().manual_seed(s + noise_offset)`` (an offset gives chains that continue stored ones
+    fresh noise), ``model.steps`` steps of size ``model.step_size``
     (:func:`~dpmlatent.guidance.guide`; ``grid`` as there, e.g.
     :data:`~dpmlatent.guidance.PORTABLE_GRID` for float64 chains that are the same on every CPU).
 
@@ -129,6 +134,7 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
         energies: name -> ``(weight, E)``, ``E`` images -> ``(B,)``.
         seeds: at least one distinct integer seed (use 3 or more for an interval that covers the
             sampler's randomness).
+        noise_offset: an integer >= 0 added to every seed of the Langevin noise (not of the codes).
 
     Returns:
         ``{(model, energy): Chains}``.
@@ -138,6 +144,8 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
         raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
     if not models or not energies:
         raise ValueError("models and energies must each name at least one entry")
+    if not isinstance(noise_offset, int) or isinstance(noise_offset, bool) or noise_offset < 0:
+        raise ValueError(f"noise_offset must be an integer >= 0, got {noise_offset!r}")
     out = {}
     for name, m in models.items():
         if not isinstance(m, CoverageModel):
@@ -150,11 +158,13 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
                 if not all(isinstance(z, torch.Tensor) for z in starts):
                     raise TypeError(f"models[{name!r}]: batch_seeds needs tensor codes (a GAN's), not a LatentCode")
                 runs = [guide(m.generator, energy, torch.cat(starts), weight=weight, steps=m.steps,
-                              step_size=m.step_size, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                              step_size=m.step_size,
+                              generator=[torch.Generator().manual_seed(s + noise_offset) for s in seeds],
                               grid=grid, progress=progress)]
             else:
                 runs = [guide(m.generator, energy, z, weight=weight, steps=m.steps, step_size=m.step_size,
-                              generator=torch.Generator().manual_seed(s), grid=grid, progress=progress)
+                              generator=torch.Generator().manual_seed(s + noise_offset), grid=grid,
+                              progress=progress)
                         for s, z in zip(seeds, starts)]
             d = _dim(starts[0])
             sq = torch.cat([2.0 * (r.result.energies - weight * r.energies) / d for r in runs], dim=1)
@@ -162,6 +172,146 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
                                             len(seeds), before, torch.cat([r.images for r in runs]),
                                             torch.cat([r.energies for r in runs], dim=1), sq,
                                             torch.cat([_flat(r.result.z) for r in runs]))
+    return out
+
+
+# --- chains stored once, checked and decoded by the reader ---------------------------------------
+
+_FIELDS = ("weight", "step_size", "steps", "dim", "seeds")
+
+
+def save_chains(runs: dict[tuple[str, str], Chains], folder, *, rebuild: str, every: int = 1) -> Path:
+    """Store the chains of :func:`coverage_experiment` in ``folder``: ``chains.safetensors`` (per run the
+    final codes in float64, so that a reader decodes exactly the final images, and the energy and
+    ``‖z‖²/d`` traces, every ``every``-th step, in float32, half the bytes and far finer than any
+    printed number) and ``run.json`` (each run's settings, ``rebuild``: the command that makes the
+    file again, torch version, sha256 of the tensors). No images: a reader decodes them from the codes
+    (:func:`decode_chains`).
+
+    Args:
+        runs: ``{(model, energy): Chains}`` with final codes (``Chains.codes`` not ``None``).
+        folder: created if missing; its two files are overwritten.
+        rebuild: a non-empty command line.
+        every: an integer ``>= 1`` dividing every run's number of steps.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(rebuild, str) or not rebuild.strip():
+        raise ValueError("rebuild must be the command that makes the stored chains again, got an empty value")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    if not runs:
+        raise ValueError("runs must hold at least one (model, energy) -> Chains entry")
+    tensors, meta = {}, []
+    for i, ((model, energy), c) in enumerate(runs.items()):
+        if not isinstance(c, Chains) or c.codes is None:
+            raise TypeError(f"runs[{(model, energy)!r}] must be Chains with final codes")
+        if c.steps % every:
+            raise ValueError(f"every ({every}) must divide the steps of every run; {(model, energy)!r} has {c.steps}")
+        tensors[f"{i}.codes"] = c.codes.to(torch.float64).contiguous()
+        tensors[f"{i}.energy"] = c.energy[::every].float().contiguous()
+        tensors[f"{i}.sq_norm"] = c.sq_norm[::every].float().contiguous()
+        meta.append({"model": model, "energy": energy, **{k: getattr(c, k) for k in _FIELDS}})
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / "chains.safetensors")
+    info = {"runs": meta, "every": every, "rebuild": rebuild, "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "sha256": hashlib.sha256((folder / "chains.safetensors").read_bytes()).hexdigest()}
+    (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    return folder
+
+
+def load_chains(folder) -> dict[tuple[str, str], Chains]:
+    """The chains :func:`save_chains` stored, in their order (sha256 checked; traces as float64).
+    ``Chains.before`` and ``.images`` are empty: :func:`decode_chains` fills them."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "run.json").exists():
+        raise FileNotFoundError(f"no stored chains in {folder}: make them with the rebuild command of the "
+                                f"chapter that reads them")
+    info = json.loads((folder / "run.json").read_text())
+    if hashlib.sha256((folder / "chains.safetensors").read_bytes()).hexdigest() != info["sha256"]:
+        raise ValueError(f"{folder / 'chains.safetensors'} does not match the sha256 in run.json")
+    t = load_file(folder / "chains.safetensors")
+    empty = torch.zeros(0)
+    return {(m["model"], m["energy"]): Chains(m["model"], m["energy"], *(m[k] for k in _FIELDS), empty, empty,
+                                              t[f"{i}.energy"].double(), t[f"{i}.sq_norm"].double(),
+                                              t[f"{i}.codes"])
+            for i, m in enumerate(info["runs"])}
+
+
+def _code_of(start, flat: torch.Tensor):
+    """``flat`` ``(N, d)`` in the form of the start code ``start`` (a tensor or a ``LatentCode``)."""
+    if isinstance(start, LatentCode):
+        return start.unflatten(flat.to(start.x_start.device, start.x_start.dtype))
+    return flat.to(start.device, start.dtype).reshape(start.shape)
+
+
+@torch.no_grad()
+def decode_chains(runs: dict[tuple[str, str], Chains], models: dict[str, CoverageModel], *,
+                  seeds: Sequence[int]) -> dict[tuple[str, str], Chains]:
+    """``runs`` with ``before`` = ``G(z0)`` (the start codes drawn again from ``seeds``) and ``images`` =
+    ``G(z)`` of the stored final codes, batched as :func:`coverage_experiment` batched them (each seed's
+    ``N`` chains, or all seeds at once for a ``batch_seeds`` model), so the images are the ones it returned.
+
+    Args:
+        runs: from :func:`load_chains`; every run's model must be in ``models``.
+        models: name -> the :class:`CoverageModel` that made the chains.
+        seeds: the seeds of the run, in its order.
+    """
+    seeds = list(seeds)
+    out = {}
+    for (name, energy), c in runs.items():
+        if name not in models:
+            raise ValueError(f"models must include {name!r} (the stored chains' model); got {sorted(models)}")
+        if len(seeds) != c.seeds:
+            raise ValueError(f"seeds must list the run's {c.seeds} seeds, got {seeds!r}")
+        m = models[name]
+        starts = [m.codes(s) for s in seeds]
+        n = c.num_chains // len(seeds)
+        before = torch.cat([m.generator(z) for z in starts])
+        if m.batch_seeds:
+            images = m.generator(_code_of(torch.cat(starts), c.codes))
+        else:
+            images = torch.cat([m.generator(_code_of(z, c.codes[i * n:(i + 1) * n])) for i, z in enumerate(starts)])
+        out[name, energy] = dataclasses.replace(c, before=before, images=images)
+    return out
+
+
+def verify_chains(runs: dict[tuple[str, str], Chains], models: dict[str, CoverageModel],
+                  energies: dict[str, tuple[float, Callable]], *, seeds: Sequence[int], steps: int,
+                  grid: float | None = None, progress: bool = False) -> dict[tuple[str, str], float]:
+    """Re-run the first ``steps`` Langevin steps of every stored run's first seed with
+    :func:`coverage_experiment` and compare the energy and ``‖z‖²/d`` traces, step by step, with the
+    stored ones (rounded to float32 as they were stored).
+
+    Returns:
+        ``{(model, energy): max relative difference}``, ``|a - b| / max(1, |b|)`` over both traces: 0, or
+        one float32 rounding step (about 1e-7) where another CPU's float64 value falls on the other side
+        of a float32 rounding boundary; a chain that went another way differs by far more.
+    """
+    seeds = list(seeds)
+    out = {}
+    for (name, energy), c in runs.items():
+        if name not in models or energy not in energies:
+            raise ValueError(f"models and energies must include the stored run {(name, energy)!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= c.steps:
+            raise ValueError(f"steps must be an integer in [1, {c.steps}], got {steps!r}")
+        rows = len(c.energy)
+        every = c.steps // (rows - 1)
+        if steps % every:
+            raise ValueError(f"steps must be a multiple of the stored traces' spacing ({every}), got {steps}")
+        m = dataclasses.replace(models[name], steps=steps)
+        again = coverage_experiment({name: m}, {energy: energies[energy]}, seeds=seeds[:1], grid=grid,
+                                    progress=progress)[name, energy]
+        n, k = again.num_chains, steps // every + 1
+        diffs = []
+        for mine, stored in ((again.energy, c.energy), (again.sq_norm, c.sq_norm)):
+            ref = stored[:k, :n].double()
+            diffs.append(float(((mine[::every].float().double() - ref).abs() / ref.abs().clamp(min=1.0)).max()))
+        out[name, energy] = max(diffs)
     return out
 
 
