@@ -11,7 +11,13 @@ glyphs) together with the ``digit-judge`` (a legible digit, p >= 0.9); the energ
 verdict is printed beside it, marked self-judged.
 
     .venv/bin/python benchmarks/identity_coverage.py [--seeds 0 1 2] [--weight 300]
-        [--diffusion-step 0.005 --diffusion-steps 1600] [--gan-step 0.001 --gan-steps 8000] [--save]
+        [--diffusion-step 0.005 --diffusion-steps 1600] [--gan-step 0.001 --gan-steps 8000]
+        [--diffusion-restarts STEP ...] [--save [FOLDER]]
+    .venv/bin/python benchmarks/identity_coverage.py --extend STEPS --save [FOLDER]
+
+``--extend`` continues the stored run's diffusion chains from their final codes with fresh Langevin noise
+(:func:`dpmlatent.identity_coverage.extend`); the stored settings then name the restart, and the printed
+rebuild command (``--diffusion-restarts``) makes the same chains from scratch.
 
 Chains are float64 on the portable grid (the same on every CPU). With the defaults
 (:class:`dpmlatent.identity_coverage.Settings`): 48 chains per seed and model, 3 seeds. ``--save``
@@ -62,6 +68,17 @@ passes both tests (energy drift -0.0081 [-0.0152, -0.0037], |z|^2/d drift 0.007 
 the diffusion chains' energy still falls (-0.034 [-0.058, -0.011]) and their |z|^2/d drift -0.012 [-0.107, 0.035] is
 too wide to pass. Doubling the steps settled the GAN, not the diffusion model; the next candidates are a smaller
 diffusion step for longer, or a preconditioned sampler.
+
+The stored run now (2026-12-06, ``--extend 800 --save``: that run's diffusion chains continued from their stored
+final codes for 800 more steps with fresh noise, 29 min alone on the 2 threads; rebuild from scratch with
+``--diffusion-steps 2400 --diffusion-restarts 1600``): the diffusion chains still do not settle. Their energy keeps
+falling at about the same pace (drift over the last quarter, now 600 steps, -0.031 [-0.052, -0.014]: 5% of the
+change is about 0.035) and one chain's |z|^2/d spikes (drift 0.20 [-0.05, 1.27]). Success (judge) diffusion
+0.21 / 0.17 / 0.33 (held-out up from 0.21); diffusion - GAN +0.17 [0.04, 0.35], +0.12 [0.04, 0.23], +0.25
+[0.08, 0.40]: all three reproduce under the strict judge; rarer: -0.04 [-0.25, 0.12], +0.08 [-0.17, 0.29],
+inconclusive. The energy trend (-0.034 per 400 steps at 1,600, -0.031 per 600 at 2,400) says another 800 steps
+would not pass the test either; what would is open (a smaller step for much longer, or Metropolis-adjusted
+Langevin, whose rejections would also stop the runaway chains).
 """
 
 import argparse
@@ -82,14 +99,22 @@ def main() -> None:
     parser.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
     parser.add_argument("--gan-step", type=float, default=d.gan_step)
     parser.add_argument("--gan-steps", type=int, default=d.gan_steps)
+    parser.add_argument("--diffusion-restarts", type=int, nargs="*", default=list(d.diffusion_restarts),
+                        help="continue the diffusion chains with fresh noise after each of these steps")
+    parser.add_argument("--extend", type=int, default=None, metavar="STEPS",
+                        help="continue the stored run's (results/identity_coverage) diffusion chains for STEPS more steps (the other settings "
+                             "are read from the stored run) instead of running from scratch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", nargs="?", const=str(ic.RUN_PATH), default=None,
                         help=f"store the run in this folder (default {ic.RUN_PATH}) and report from the stored copy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ic.Settings(tuple(args.seeds), args.chains, args.weight, args.diffusion_step, args.diffusion_steps,
-                           args.gan_step, args.gan_steps)
-    result = ic.run(settings)
+    if args.extend is not None:
+        result = ic.extend(ic.load_run(ic.RUN_PATH), args.extend)
+    else:
+        result = ic.run(ic.Settings(tuple(args.seeds), args.chains, args.weight, args.diffusion_step,
+                                    args.diffusion_steps, args.gan_step, args.gan_steps,
+                                    diffusion_restarts=tuple(args.diffusion_restarts)))
     if args.save:
         result = ic.load_run(ic.save_run(result, args.save))
     judged = ic.judge_run(result)

@@ -1,5 +1,7 @@
 """dpmlatent.identity (typeface embedding, verification) and data.font_individuals."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -323,3 +325,32 @@ def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
         ic.load_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="benchmarks/identity_coverage.py"):
         ic.load_run(tmp_path / "nothing")
+
+
+def test_identity_coverage_extend_equals_a_run_with_that_restart(tmp_path):
+    """Continuing a stored run's diffusion chains (fresh noise after the restart) makes exactly the chains
+    of a run from scratch whose settings name the restart; the stored traces stay every 5th step."""
+    from dpmlatent import identity_coverage as ic
+
+    s = ic.Settings(seeds=(5,), chains=24, diffusion_steps=10, gan_steps=10)
+    stored = ic.load_run(ic.save_run(ic.run(s, progress=False), tmp_path / "first"))
+    longer = ic.extend(stored, 5, progress=False)
+    assert longer.settings == dataclasses.replace(s, diffusion_steps=15, diffusion_restarts=(10,))
+    assert torch.equal(longer.trace_steps["diffusion"], torch.cat([torch.arange(0, 11, 5), torch.arange(11, 16)]))
+    scratch = ic.run(longer.settings, progress=False)
+    d, e = longer.chains["diffusion"], scratch.chains["diffusion"]
+    assert torch.equal(d.codes, e.codes) and d.steps == e.steps == 15
+    assert torch.equal(d.energy[-5:], e.energy[-5:]) and torch.equal(d.sq_norm[-5:], e.sq_norm[-5:])
+    assert not torch.equal(d.codes, stored.chains["diffusion"].codes)
+    assert torch.equal(longer.chains["GAN"].codes, stored.chains["GAN"].codes)
+    back = ic.load_run(ic.save_run(longer, tmp_path / "longer"))
+    assert back.settings == longer.settings and torch.equal(back.trace_steps["diffusion"], torch.arange(0, 16, 5))
+    assert "--diffusion-restarts 10" in ic._rebuild_command(back.settings)
+    twice = ic.extend(back, 5, progress=False)                 # a second restart: fresh noise again
+    assert twice.settings.diffusion_restarts == (10, 15) and twice.settings.diffusion_steps == 20
+    assert torch.equal(twice.chains["diffusion"].codes, ic.run(twice.settings, progress=False).chains["diffusion"].codes)
+    with pytest.raises(ValueError, match="multiple"):
+        ic.extend(stored, 3, progress=False)
+    for bad in ((1600,), (800, 400), (3,), [800]):
+        with pytest.raises(ValueError, match="diffusion_restarts"):
+            ic.Settings(diffusion_steps=1600, diffusion_restarts=bad)

@@ -43,7 +43,7 @@ from .identity import centre_pairs, identity_matches, reference_centres, thresho
 
 __all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets", "nearest_distance",
            "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
-           "decode", "verify_run", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
+           "decode", "verify_run", "extend", "RESTART_OFFSET", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
 
 #: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``): the
 #: repository's ``results/identity_coverage`` (the package is installed editable, ``pip install -e .``;
@@ -159,8 +159,12 @@ def within_target_diversity(images: torch.Tensor, targets: torch.Tensor) -> torc
 class Settings:
     """The experiment's settings: ``seeds`` (each draws ``chains`` start codes and the Langevin noise
     of every model), ``chains`` per seed (a multiple of the 24 targets), the energy's ``weight`` (the
-    same for both models), each model's Langevin step size and number of steps, and ``every``: the
-    stored traces keep every ``every``-th step (and the last)."""
+    same for both models), each model's Langevin step size and number of steps, ``every``: the
+    stored traces keep every ``every``-th step (and the last), and ``diffusion_restarts``: the steps
+    (increasing, below ``diffusion_steps``) after which the diffusion chains draw their Langevin noise
+    from fresh generators (after the ``k``-th restart seeded ``seed + k · RESTART_OFFSET``): the run
+    was made by extending a stored one (:func:`extend`), and a run from scratch with these settings
+    makes the same chains."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     chains: int = 48
@@ -170,6 +174,7 @@ class Settings:
     gan_step: float = 0.001
     gan_steps: int = 8000
     every: int = 5
+    diffusion_restarts: tuple[int, ...] = ()
 
     def __post_init__(self):
         is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -187,6 +192,11 @@ class Settings:
             v = getattr(self, name)
             if not is_int(v) or v < 1 or v % self.every:
                 raise ValueError(f"{name} must be a positive multiple of every ({self.every}), got {v!r}")
+        r = self.diffusion_restarts
+        if (not isinstance(r, tuple) or not all(is_int(x) and 0 < x < self.diffusion_steps and not x % self.every
+                                                for x in r) or list(r) != sorted(set(r))):
+            raise ValueError(f"diffusion_restarts must be a tuple of increasing multiples of every ({self.every}) "
+                             f"in (0, {self.diffusion_steps}), got {r!r}")
 
     def langevin(self, model: str) -> tuple[float, int]:
         """``(step size, steps)`` of ``model``'s chains: ``"diffusion"`` or ``"GAN"``."""
@@ -247,13 +257,22 @@ def _energy(dtype=torch.float64):
     return identity_energy(embed, references(_targets(), dtype=dtype))
 
 
+RESTART_OFFSET = 1000
+"""``k · RESTART_OFFSET`` is added to each seed for the Langevin noise after the ``k``-th restart."""
+
+
 def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRun:
     """Guide both models towards the 24 targets (chain ``b`` of a seed aims at target ``b % 24``) with
     :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains on
-    every CPU). About 80 minutes on two cores with the default settings."""
+    every CPU). About 80 minutes on two cores with the default settings. With ``diffusion_restarts``
+    the diffusion chains run to the first restart and are then continued by :func:`extend`."""
     from .coverage import coverage_experiment
     from .guidance import PORTABLE_GRID
 
+    if settings.diffusion_restarts:
+        *before, last = settings.diffusion_restarts
+        shorter = dataclasses.replace(settings, diffusion_steps=last, diffusion_restarts=tuple(before))
+        return extend(run(shorter, progress=progress), settings.diffusion_steps - last, progress=progress)
     energy = _energy()
     chains, seconds = {}, {}
     for name, m in coverage_models(settings).items():
@@ -267,11 +286,53 @@ def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRu
                        seconds)
 
 
+def extend(result: IdentityRun, steps: int, *, progress: bool = True) -> IdentityRun:
+    """Continue ``result``'s diffusion chains (from their final codes) for ``steps`` more Langevin steps
+    with fresh noise (seed ``s + k · RESTART_OFFSET`` for seed ``s`` at the ``k``-th restart), same step
+    size, energy and grid. The returned run's settings say so (``diffusion_steps`` grown, the old count
+    appended to ``diffusion_restarts``); its traces are the old ones followed by the new steps; the
+    GAN's chains are kept as they are."""
+    from .coverage import CoverageModel, coverage_experiment
+    from .guidance import PORTABLE_GRID
+    from .latent import LatentCode
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1 or steps % result.settings.every:
+        raise ValueError(f"steps must be a positive multiple of every ({result.settings.every}), got {steps!r}")
+    s = result.settings
+    old = result.chains["diffusion"]
+    m = coverage_models(s)["diffusion"]
+    n = s.chains
+
+    def stored(seed: int) -> LatentCode:
+        i = s.seeds.index(seed)
+        return m.codes(seed).unflatten(old.codes[i * n:(i + 1) * n].to(torch.float64))
+
+    start = time.perf_counter()
+    more = coverage_experiment({"diffusion": CoverageModel(m.generator, stored, s.diffusion_step, steps)},
+                               {"identity": (s.weight, _energy())}, seeds=list(s.seeds), grid=PORTABLE_GRID,
+                               noise_offset=(len(s.diffusion_restarts) + 1) * RESTART_OFFSET,
+                               progress=progress)["diffusion", "identity"]
+    new = dataclasses.replace(s, diffusion_steps=s.diffusion_steps + steps,
+                              diffusion_restarts=s.diffusion_restarts + (s.diffusion_steps,))
+    last = int(result.trace_steps["diffusion"][-1])
+    chains = dict(result.chains)
+    chains["diffusion"] = dataclasses.replace(
+        old, steps=new.diffusion_steps, images=more.images,
+        energy=torch.cat([old.energy, more.energy[1:].to(old.energy.dtype)]),
+        sq_norm=torch.cat([old.sq_norm, more.sq_norm[1:].to(old.sq_norm.dtype)]), codes=more.codes)
+    trace_steps = dict(result.trace_steps)
+    trace_steps["diffusion"] = torch.cat([result.trace_steps["diffusion"], last + torch.arange(1, steps + 1)])
+    seconds = dict(result.seconds)
+    seconds["diffusion"] = seconds["diffusion"] + time.perf_counter() - start
+    return IdentityRun(new, result.targets, chains, trace_steps, seconds)
+
+
 def _rebuild_command(s: Settings) -> str:
     """The benchmark command that stores a run with settings ``s``."""
+    restart = f" --diffusion-restarts {' '.join(map(str, s.diffusion_restarts))}" if s.diffusion_restarts else ""
     return (f"python benchmarks/identity_coverage.py --save --seeds {' '.join(map(str, s.seeds))} --chains {s.chains} "
             f"--weight {s.weight:g} --diffusion-step {s.diffusion_step:g} --diffusion-steps {s.diffusion_steps} "
-            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}")
+            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}{restart}")
 
 
 def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
@@ -288,7 +349,9 @@ def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
     every = result.settings.every
     tensors = {"targets": result.targets.contiguous()}
     for name, c in result.chains.items():
-        keep = torch.arange(0, c.steps + 1, every)
+        keep = torch.nonzero(result.trace_steps[name] % every == 0).flatten()
+        if not torch.equal(result.trace_steps[name][keep], torch.arange(0, c.steps + 1, every)):
+            raise ValueError(f"the {name} traces must hold every {every}-th step from 0 to {c.steps}")
         tensors[f"{name}.codes"] = c.codes.double().contiguous()
         tensors[f"{name}.energy"] = c.energy[keep].float().contiguous()
         tensors[f"{name}.sq_norm"] = c.sq_norm[keep].float().contiguous()
