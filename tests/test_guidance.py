@@ -199,8 +199,9 @@ def test_coverage_experiment_chains_table_and_diversity():
     assert (c.model, c.energy_name, c.num_chains, c.seeds, c.dim, c.steps) == ("gan", "clf", 18, 3, 32, 4)
     assert c.energy.shape == c.sq_norm.shape == (5, 18) and c.images.shape == c.before.shape == (18, 1, 8, 8)
     z0 = torch.cat([codes(s) for s in (0, 1, 2)])
-    assert torch.allclose(c.sq_norm[0], z0.pow(2).sum(1) / 32)           # ||z||^2 / d of the start codes, seed-major
-    assert torch.allclose(c.before, gan(z0))
+    assert torch.allclose(c.sq_norm[0], z0.pow(2).sum(1) / 32, atol=1e-6)   # ||z||^2 / d of the start codes, seed-major
+    # one seed per batch against all 18 in one: another summation order (1e-8 apart near 0 on some kernel paths)
+    assert torch.allclose(c.before, gan(z0), atol=1e-6)
     # the first seed's chains are what guide() gives for that seed alone
     from dpmlatent.guidance import guide
     one = guide(gan, classifier_energy(judge, 7), codes(0), weight=2.0, steps=4, step_size=0.01,
@@ -210,7 +211,9 @@ def test_coverage_experiment_chains_table_and_diversity():
     grid_runs = [coverage_experiment({"gan": CoverageModel(gan, codes, 0.01, 4, batch_seeds=b)},
                                      {"clf": (2.0, classifier_energy(judge, 7))}, seeds=[0, 1, 2], grid=2.0 ** -8,
                                      progress=False)["gan", "clf"] for b in (False, True)]
-    assert torch.equal(grid_runs[0].images, grid_runs[1].images)
+    assert torch.equal(grid_runs[0].codes, grid_runs[1].codes)
+    # ... and their images equal up to the generator's summation order in a batch of 6 or of 18
+    assert torch.allclose(grid_runs[0].images, grid_runs[1].images, atol=1e-6)
     assert torch.allclose(grid_runs[0].energy, grid_runs[1].energy, atol=1e-6)
     table = format_coverage_table([c], {"judge": judge, "other": judge}, 7, threshold=0.1)
     text = str(table)
