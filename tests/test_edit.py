@@ -130,7 +130,7 @@ def test_input_validation():
         cycle_edit(*args, x0, "a", "b", method="p2p")
 
 
-def test_edit_tasks_and_sweep_on_a_random_pipeline():
+def test_edit_tasks_and_sweep_on_a_random_pipeline(tmp_path):
     from dpmlatent.classifier import ClassifierConfig, DigitClassifier
     from dpmlatent.edit_experiment import DIGIT_PAIRS, edit_sweep, edit_task, format_edit_table
 
@@ -163,6 +163,19 @@ def test_edit_tasks_and_sweep_on_a_random_pipeline():
                                methods=("cyclediffusion",), strengths=(0.6,), guidance_scales=(1.0,), eta=1.0,
                                num_inference_steps=4, label="cyclediffusion eta=1", progress=False)
     assert [r.method for r in variant] == ["cyclediffusion eta=1"] and ("cyclediffusion eta=1", 0.6, 1.0) in imgs
+    from dpmlatent.run_store import RunStore   # through a store: the same rows recorded and read back
+    kw = dict(digit_classifier=clf, domain_classifier=dom, strengths=(0.6,), guidance_scales=(1.0, 2.0),
+              num_inference_steps=4, progress=False)
+    rec = RunStore.open(tmp_path / "runs")
+    rows_rec = edit_sweep(make_pipeline(0), weight, store=rec, **kw)[0]
+    assert [r.ssim for r in rows_rec] == pytest.approx([r.ssim for r in rows], abs=1e-3)   # images on the grid
+    rec.save(rebuild="test")
+    read = RunStore.open(tmp_path / "runs", check=3)
+    assert edit_sweep(make_pipeline(0), weight, store=read, **kw)[0] == rows_rec and read.summary().checked == 3
+    with pytest.raises(KeyError, match="not in the store"):        # other inputs: other runs
+        edit_sweep(make_pipeline(0), domain, store=read, **kw)
+    with pytest.raises(TypeError, match="store must be a RunStore"):
+        edit_sweep(make_pipeline(0), weight, store="runs", **kw)
     with pytest.raises(ValueError, match="single-method"):
         edit_sweep(make_pipeline(0), weight, digit_classifier=clf, domain_classifier=dom, label="x",
                    num_inference_steps=4, progress=False)
@@ -329,7 +342,7 @@ def test_stroke_weight_success_is_calibrated():
         evaluate_edit(task, task.images, **kw)
 
 
-def test_matched_edit_scores_per_edit_at_the_level():
+def test_matched_edit_scores_per_edit_at_the_level(tmp_path):
     """matched_edit runs the editor at the two step counts that bracket an SSIM level; its per-edit scores
     are edit_scores of direct cycle_edit runs, and their means are evaluate_edit's row."""
     from dpmlatent.classifier import ClassifierConfig, DigitClassifier
@@ -353,6 +366,17 @@ def test_matched_edit_scores_per_edit_at_the_level():
     p = matched_edit(pipe, task, "sdedit", level, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom,
                      seeds=(0, 1), num_inference_steps=n, start=0.25)
     assert p.steps == (2, 3) and p.weight == pytest.approx(0.5)
+    from dpmlatent.run_store import RunStore   # through a store: recorded, read back with every run checked
+    kw = dict(guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom, seeds=(0, 1), num_inference_steps=n,
+              start=0.25)
+    rec = RunStore.open(tmp_path / "runs")
+    p_rec = matched_edit(pipe, task, "sdedit", level, store=rec, **kw)
+    rec.save(rebuild="test")
+    read = RunStore.open(tmp_path / "runs", check=len(rec))
+    p_read = matched_edit(pipe, task, "sdedit", level, store=read, **kw)
+    assert p_rec.steps == p_read.steps == p.steps and all(torch.equal(p_rec.hi[c], p_read.hi[c]) for c in p.hi)
+    assert torch.allclose(p_rec.hi["ssim"], p.hi["ssim"], atol=1e-3)   # the stored images are on the grid
+    assert read.summary().checked == len(rec) and read.summary().max_difference == 0.0
     assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
     edited = direct(3, 1)
     sc = edit_scores(task, edited, digit_classifier=clf, domain_classifier=dom)

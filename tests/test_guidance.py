@@ -269,6 +269,10 @@ def test_stored_chains_round_trip_decode_and_verify(tmp_path, tiny_unet):
     assert check == {k: 0.0 for k in runs}
     stored["gan", "clf"].energy[1, 0] += 1e-3 * max(1.0, float(stored["gan", "clf"].energy[1, 0].abs()))
     assert verify_chains(stored, models, energies, seeds=[0, 1], steps=2, grid=2.0 ** -20)["gan", "clf"] > 5e-4
+    chains = verify_chains(stored, models, energies, seeds=[0, 1], steps=2, grid=2.0 ** -20, per_chain=True)
+    assert chains["gan", "clf"].shape == (4,) and chains["gan", "clf"][0] > 5e-4 and (chains["gan", "clf"][1:] == 0).all()
+    with pytest.raises(TypeError, match="per_chain must be"):
+        verify_chains(stored, models, energies, seeds=[0, 1], steps=2, per_chain=1)
     with pytest.raises(ValueError, match="multiple"):
         verify_chains(stored, models, energies, seeds=[0, 1], steps=3)
     with pytest.raises(ValueError, match="steps must be an integer"):

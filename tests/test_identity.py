@@ -312,7 +312,7 @@ def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
         before, images = ic.decode(back, name)
         assert torch.equal(images, c.images) and torch.equal(before, c.before)
     check = ic.verify_run(back, steps={"diffusion": 5, "GAN": 10})
-    assert all(v["trace"] <= 1e-6 and v["final"] <= 1e-6 for v in check.values())
+    assert all(v["trace"] <= 1e-6 and v["final"] <= 1e-6 and v["agree"] == 1.0 for v in check.values())
     with pytest.raises(ValueError, match="multiple"):
         ic.verify_run(back, steps={"diffusion": 3, "GAN": 10})
     with pytest.raises(ValueError, match="every model"):

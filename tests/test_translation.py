@@ -101,7 +101,7 @@ def test_evaluate_translation_of_the_source_itself(x0):
                              domain_classifier=domain, real_target=real)
 
 
-def test_sweep_is_reproducible_and_identical_models_reconstruct(tiny_unet):
+def test_sweep_is_reproducible_and_identical_models_reconstruct(tiny_unet, tmp_path):
     digit, domain = _classifiers()
     src = data.handwritten_digits("test")
     x, labels = src.images[:12], src.labels[:12]
@@ -114,6 +114,17 @@ def test_sweep_is_reproducible_and_identical_models_reconstruct(tiny_unet):
     assert a.rows == b.rows
     for key in a.images:
         assert torch.equal(a.images[key], b.images[key])
+    from dpmlatent.run_store import RunStore   # through a store: recorded, then read with every run checked
+    rec = RunStore.open(tmp_path / "runs")
+    rows_rec = translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, store=rec, **kw).rows
+    assert [r.ssim for r in rows_rec] == pytest.approx([r.ssim for r in a.rows], abs=1e-3)   # images on the grid
+    rec.save(rebuild="test")
+    read = RunStore.open(tmp_path / "runs", check=len(rec))
+    assert translation_sweep(tiny_unet, tiny_unet, _sched(), x, labels, store=read, **kw).rows == rows_rec
+    assert read.summary().checked == len(a.rows) == len(rec)
+    with pytest.raises(KeyError, match="not in the store"):        # another scheduler: other runs
+        translation_sweep(tiny_unet, tiny_unet, DDIMScheduler(num_train_timesteps=100, beta_end=0.03), x, labels,
+                          store=read, **kw)
     # with the same model on both sides CycleDiffusion is an exact reconstruction
     for s in (0.5, 1.0):
         assert (a.images[("cyclediffusion", s)] - x).abs().max() <= 1e-5
@@ -199,7 +210,7 @@ def _task(tiny_unet, n=12):
                            data.ImageData(real.images[:n], real.labels[:n], real.styles[:n]), 1)
 
 
-def test_matched_point_hits_the_level_between_two_direct_neighbours(tiny_unet):
+def test_matched_point_hits_the_level_between_two_direct_neighbours(tiny_unet, tmp_path):
     from dpmlatent.translation import matched_point, score_images, translate
 
     task, (digit, domain), n = _task(tiny_unet), _classifiers(), 10
@@ -219,6 +230,23 @@ def test_matched_point_hits_the_level_between_two_direct_neighbours(tiny_unet):
     p = matched_point(task, "sdedit", level, digit_classifier=digit, domain_classifier=domain, seeds=seeds,
                       num_inference_steps=n, start=0.9)
     assert p.steps == (3, 4) and p.seeds == 3 and p.weight == pytest.approx(0.7)
+    # through a RunStore: recorded, then read back (two runs made again and compared), the same point
+    from dpmlatent.run_store import RunStore
+    folder = tmp_path / "runs"
+    kw = dict(digit_classifier=digit, domain_classifier=domain, seeds=seeds, num_inference_steps=n, start=0.9)
+    rec = RunStore.open(folder)
+    p_rec = matched_point(task, "sdedit", level, store=rec, **kw)
+    rec.save(rebuild="test")
+    read = RunStore.open(folder, check=2)
+    p_read = matched_point(task, "sdedit", level, store=read, **kw)
+    # the stored images are on the grid (2^-12), so the scores move by about that much, never the bracket
+    assert p_rec.steps == p_read.steps == p.steps and p_rec.weight == p_read.weight
+    assert all(torch.equal(p_rec.lo[c], p_read.lo[c]) for c in p.lo)
+    assert p_rec.weight == pytest.approx(p.weight, abs=1e-2)
+    assert torch.allclose(p_rec.lo["ssim"], p.lo["ssim"], atol=1e-3)
+    assert read.summary().checked == 2 and read.summary().max_difference == 0.0 and read.summary().read == len(rec)
+    with pytest.raises(TypeError, match="store must be a RunStore"):
+        matched_point(task, "sdedit", level, store={}, **kw)
     assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
     assert torch.equal(p.lo["realism"], torch.stack([d["realism"] for d in s3]))  # the neighbours are direct runs
     assert p.lo["features"].shape == (12, 3, 128) and p.values("class_kept").shape == (3, 12)

@@ -184,15 +184,19 @@ EDIT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddim-inversion": 0.0}
 def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_scale: float, digit_classifier,
                  domain_classifier, clip=None, seeds: tuple[int, ...] = (0, 1, 2), num_inference_steps: int = 50,
                  eta: float | None = None, start: float | None = None, label: str | None = None,
-                 max_moves: int = 12):
+                 max_moves: int = 12, store=None):
     """Edit ``task`` with ``method`` at mean SSIM ``level`` (target guidance ``guidance_scale``, source
     guidance 1) and score every edit there: :func:`dpmlatent.matching.match_level` over the sampler's
     step count, each run from ``torch.Generator().manual_seed(seed)`` and scored by
     :func:`edit_scores`. ``eta=None`` takes :data:`EDIT_ETA` (CycleDiffusion's may be changed, e.g. 1
     for the variant; SDEdit's and DDIM inversion's are fixed). Returns a
     :class:`~dpmlatent.matching.MatchedPoint`. DDIM inversion is deterministic: it runs once per step
-    count and stands for every seed."""
+    count and stands for every seed. ``store`` (a :class:`~dpmlatent.run_store.RunStore`): each run's
+    edited images are read from it (or recorded into it), keyed by the pipeline's UNet, text encoder
+    and scheduler, the inputs and prompts, method, eta, guidance scale, steps and seed; the scores are
+    computed from them as without a store."""
     from .matching import match_level, strength_of_steps
+    from .run_store import RunStore
 
     if method not in EDIT_ETA:
         raise ValueError(f"method must be one of {tuple(EDIT_ETA)}, got {method!r}")
@@ -200,11 +204,20 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
         raise ValueError(f"eta can only be set for cyclediffusion; {method} uses {EDIT_ETA[method]}")
     run_eta = EDIT_ETA[method] if eta is None else eta
 
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+
+    inputs = None if store is None else _edit_fingerprint(pipe, task)
+
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
-        out = cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
-                         task.source_prompts, task.prompts, strength=strength_of_steps(k, num_inference_steps),
-                         guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, eta=run_eta,
-                         method=method, generator=torch.Generator().manual_seed(seed))
+        def make():
+            return cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
+                              task.source_prompts, task.prompts, strength=strength_of_steps(k, num_inference_steps),
+                              guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, eta=run_eta,
+                              method=method, generator=torch.Generator().manual_seed(seed))
+
+        key = ("edit", inputs, method, run_eta, float(guidance_scale), num_inference_steps, k, seed)
+        out = make() if store is None else store.images(key, make).to(task.images.device)
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
@@ -251,25 +264,46 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
                              scale_step=scale_step, max_scale=max_scale, start=start, label=label, max_moves=max_moves)
 
 
+def _edit_fingerprint(pipe, task: EditTask) -> str:
+    """What an edit run depends on besides its settings: the pipeline's UNet, text encoder and scheduler,
+    the inputs and both prompt lists (a :class:`~dpmlatent.run_store.RunStore` key part)."""
+    from .run_store import fingerprint
+
+    return fingerprint(pipe.unet, pipe.text_encoder, pipe.scheduler.config, task.images, task.source_prompts,
+                       task.prompts)
+
+
 def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, methods=("cyclediffusion", "sdedit",
                "ddim-inversion"), strengths=(0.5, 0.8), guidance_scales=(1.0, 3.0), num_inference_steps: int = 50,
                eta: float = 0.1, seed: int = 0, label: str | None = None, clip=None,
-               progress: bool = True) -> tuple[list[EditRow], dict]:
+               progress: bool = True, store=None) -> tuple[list[EditRow], dict]:
     """Edit ``task`` with every method, strength and target guidance scale (source guidance 1, the
     paper's setting) from a fresh ``torch.Generator().manual_seed(seed)`` each; CycleDiffusion runs
     with ``eta``, SDEdit with eta = 1, DDIM inversion with eta = 0. ``label`` renames the method in
     the rows and keys of a single-method sweep (e.g. ``"cyclediffusion eta=1"`` for a variant);
-    ``clip`` (an ``(open_clip model, tokenizer)`` pair) adds the CLIP columns. Returns the rows and ``{(method or label, strength, guidance): edits}``."""
+    ``clip`` (an ``(open_clip model, tokenizer)`` pair) adds the CLIP columns. ``store`` (a
+    :class:`~dpmlatent.run_store.RunStore`): each run's edits are read from it (or recorded into it),
+    as in :func:`matched_edit`. Returns the rows and ``{(method or label, strength, guidance): edits}``."""
+    from .run_store import RunStore
+
     if label is not None and len(methods) != 1:
         raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
     runs = [(m, s, g) for m in methods for s in strengths for g in guidance_scales]
     rows, images = [], {}
+    inputs = None if store is None else _edit_fingerprint(pipe, task)
     for method, strength, g in tqdm(runs, desc=f"{task.kind} edits", disable=not progress):
         run_eta = eta if method == "cyclediffusion" else EDIT_ETA[method]
-        out = cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
-                         task.source_prompts, task.prompts, strength=strength, guidance_scale=g,
-                         num_inference_steps=num_inference_steps, eta=run_eta, method=method,
-                         generator=torch.Generator().manual_seed(seed))
+
+        def make():
+            return cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,
+                              task.source_prompts, task.prompts, strength=strength, guidance_scale=g,
+                              num_inference_steps=num_inference_steps, eta=run_eta, method=method,
+                              generator=torch.Generator().manual_seed(seed))
+
+        key = ("edit-sweep", inputs, method, run_eta, float(strength), float(g), num_inference_steps, seed)
+        out = make() if store is None else store.images(key, make).to(task.images.device)
         name = label or method
         images[(name, strength, g)] = out.cpu()
         rows.append(evaluate_edit(task, out, method=name, strength=strength, guidance_scale=g,

@@ -32,10 +32,12 @@ from .latent import LatentCode, decode
 __all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "latent_energy", "diffusion_generator", "Guided", "guide",
            "Plateau", "plateau"]
 
-#: The grid (``langevin(grid=...)``) that makes float64 chains the same on every CPU: 2^-8 (about 0.004).
-#: Its rounding (a standard deviation of 0.001) is 25 times smaller than the step noise ``sqrt(s)`` at
-#: ``s = 0.01`` (0.1), and it is 10^9 times coarser than the differences between two kernel paths'
-#: float64 codes after a step (measured on the guidance chapter's chains: below 1e-12).
+#: The grid (``langevin(grid=...)``) that makes float64 chains the same across kernel paths and the
+#: Intel machines tried: 2^-8 (about 0.004). Its rounding (a standard deviation of 0.001) is 25 times
+#: smaller than the step noise ``sqrt(s)`` at ``s = 0.01`` (0.1), and it is 10^9 times coarser than the
+#: differences between two kernel paths' float64 codes after a step (measured on the guidance chapter's
+#: chains: below 1e-12). Not on every CPU: between an Intel and an AMD machine some diffusion chains
+#: still part (see :func:`langevin`).
 PORTABLE_GRID = 2.0 ** -8
 
 
@@ -90,7 +92,11 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
             and a 704-dimensional code of 48 chains runs through 10^6 numbers in 60 steps. ``2**-20``
             was not enough between two machines (whose BLAS libraries also sum in another order);
             use :data:`PORTABLE_GRID` (``2**-8``) in float64. In float32 the rounding noise (~1e-7) is
-            too close to any useful grid.
+            too close to any useful grid. Even ``2**-8`` is not enough between every pair of CPUs:
+            between an Intel and an AMD machine 1 to 7 of 48 diffusion chains of chapter 6 part within
+            10 steps (their float64 U-Net passes must differ by far more than 1e-16 somewhere), while
+            GAN chains agree; results that must be the same everywhere are stored
+            (:func:`dpmlatent.coverage.save_chains`) and checked chain by chain.
         progress: tqdm bar.
 
     Returns:

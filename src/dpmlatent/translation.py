@@ -26,6 +26,7 @@ from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
 from .matching import MatchedPoint, match_level, matched_difference, strength_of_steps
 from .reporting import Column, Table, share_column
+from .run_store import RunStore, fingerprint
 from .train import DOMAINS
 
 __all__ = ["METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
@@ -158,14 +159,15 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
                       target_domain: int, digit_classifier, domain_classifier, real_target: torch.Tensor,
                       methods: tuple[str, ...] = METHODS, strengths: tuple[float, ...] = STRENGTHS,
                       num_inference_steps: int = 50, eta: float | None = None, seed: int = 0,
-                      label: str | None = None, progress: bool = True) -> TranslationResult:
+                      label: str | None = None, progress: bool = True, store=None) -> TranslationResult:
     """Translate ``x0`` with every method at every strength and score each run.
 
     Every run starts from a fresh ``torch.Generator().manual_seed(seed)``, so all methods see the
     same inputs and the same seed. ``eta=None`` uses each method's :data:`DEFAULT_ETA`; a number
     sets CycleDiffusion's and SDEdit's eta (DDIB stays deterministic). ``label`` names the rows
     (and image keys) of a single-method sweep instead of the method, e.g.
-    ``"cyclediffusion eta=1"`` for a variant.
+    ``"cyclediffusion eta=1"`` for a variant. ``store`` (a :class:`~dpmlatent.run_store.RunStore`):
+    each run's translated images are read from it (or recorded into it), as in :func:`matched_point`.
     """
     if label is not None and len(methods) != 1:
         raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
@@ -177,14 +179,21 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
             raise ValueError(f"every strength must be in (0, 1], got {s}")
     _check_labels(labels, len(x0))
     _check_domain(target_domain, domain_classifier)
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
     _, real_feats = metrics.classify(digit_classifier, real_target)
     runs = [(m, s) for m in methods for s in strengths]
     rows, images = [], {}
+    inputs = None if store is None else fingerprint(src_unet, tgt_unet, scheduler.config, x0)
     for method, strength in tqdm(runs, desc="translating", disable=not progress):
-        gen = torch.Generator().manual_seed(seed)
         run_eta = None if method == "ddib" else eta
-        out = translate(method, src_unet, tgt_unet, scheduler, x0, strength=strength, eta=run_eta,
-                        num_inference_steps=num_inference_steps, generator=gen)
+
+        def make():
+            return translate(method, src_unet, tgt_unet, scheduler, x0, strength=strength, eta=run_eta,
+                             num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed))
+
+        key = ("translation-sweep", inputs, method, run_eta, float(strength), num_inference_steps, seed)
+        out = make() if store is None else store.images(key, make).to(x0.device)
         name = method if label is None else label
         images[(name, strength)] = out.cpu()
         rows.append(evaluate_translation(name, strength, out, x0, labels, target_domain=target_domain,
@@ -293,7 +302,7 @@ def translation_task(direction: str, *, num_images: int = 256, seed: int = 0, de
 def run_translation(task: TranslationTask, digit_classifier, domain_classifier, **sweep_kwargs
                     ) -> tuple[list[TranslationRow], TranslationResult]:
     """:func:`reference_rows` and :func:`translation_sweep` for ``task`` (``sweep_kwargs``:
-    methods, strengths, num_inference_steps, eta, seed, label, progress)."""
+    methods, strengths, num_inference_steps, eta, seed, label, progress, store)."""
     common = dict(target_domain=task.target_domain, digit_classifier=digit_classifier,
                   domain_classifier=domain_classifier, real_target=task.real_target)
     refs = reference_rows(task.source.images, task.source.labels, task.target_train.images,
@@ -343,7 +352,8 @@ def strength_for_ssim(rows: list[TranslationRow], method: str, ssim: float) -> f
 
 def matched_point(task: TranslationTask, method: str, level: float, *, digit_classifier, domain_classifier,
                   seeds: tuple[int, ...] = (0, 1, 2), num_inference_steps: int = 50, eta: float | None = None,
-                  start: float | None = None, label: str | None = None, max_moves: int = 12) -> MatchedPoint:
+                  start: float | None = None, label: str | None = None, max_moves: int = 12,
+                  store=None) -> MatchedPoint:
     """Find where ``method`` translates ``task``'s inputs with mean SSIM ``level``, and score it there
     (:func:`dpmlatent.matching.match_level`).
 
@@ -359,6 +369,9 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
         seeds: at least one sampler seed (3 or more for an interval that covers the sampler's randomness).
         start: the first guess, a strength (e.g. :func:`strength_for_ssim` on a coarse sweep; default 0.5).
         max_moves: how many steps the search may walk before it gives up.
+        store: a :class:`~dpmlatent.run_store.RunStore`: each run's translated images are read from it
+            (or recorded into it), keyed by both UNets, the scheduler, the inputs, method, eta, steps
+            and seed; the scores are computed from them as without a store.
 
     Raises:
         ValueError: bad arguments, or ``level`` outside the SSIM range the method reaches with
@@ -370,10 +383,20 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
     common = dict(target_domain=task.target_domain, digit_classifier=digit_classifier,
                   domain_classifier=domain_classifier)
 
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+
+    inputs = None if store is None else fingerprint(task.src_unet, task.tgt_unet, task.scheduler.config,
+                                                     task.source.images)
+
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
-        out = translate(method, task.src_unet, task.tgt_unet, task.scheduler, task.source.images,
-                        strength=strength_of_steps(k, num_inference_steps), num_inference_steps=num_inference_steps,
-                        eta=run_eta, generator=torch.Generator().manual_seed(seed))
+        def make():
+            return translate(method, task.src_unet, task.tgt_unet, task.scheduler, task.source.images,
+                             strength=strength_of_steps(k, num_inference_steps), num_inference_steps=num_inference_steps,
+                             eta=run_eta, generator=torch.Generator().manual_seed(seed))
+
+        key = ("translation", inputs, method, run_eta, num_inference_steps, k, seed)
+        out = make() if store is None else store.images(key, make).to(task.source.images.device)
         return score_images(out, task.source.images, task.source.labels, **common)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
