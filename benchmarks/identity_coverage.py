@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--gan-steps", type=int, default=d.gan_steps)
     parser.add_argument("--diffusion-restarts", type=int, nargs="*", default=list(d.diffusion_restarts),
                         help="continue the diffusion chains with fresh noise after each of these steps")
+    parser.add_argument("--metropolis", action="store_true",
+                        help="Metropolis-adjusted Langevin (MALA) for both models instead of unadjusted")
     parser.add_argument("--extend", type=int, default=None, metavar="STEPS",
                         help="continue the stored run's (results/identity_coverage) diffusion chains for STEPS more steps (the other settings "
                              "are read from the stored run) instead of running from scratch")
@@ -114,7 +116,7 @@ def main() -> None:
     else:
         result = ic.run(ic.Settings(tuple(args.seeds), args.chains, args.weight, args.diffusion_step,
                                     args.diffusion_steps, args.gan_step, args.gan_steps,
-                                    diffusion_restarts=tuple(args.diffusion_restarts)))
+                                    diffusion_restarts=tuple(args.diffusion_restarts), metropolis=args.metropolis))
     if args.save:
         result = ic.load_run(ic.save_run(result, args.save))
     judged = ic.judge_run(result)

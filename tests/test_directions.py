@@ -31,7 +31,7 @@ def test_mean_difference_is_the_difference_of_group_means_along_the_sample_axis(
         mean_difference(codes, pos, neg, fraction=0.0)
 
 
-def test_matched_direction_brackets_the_level_between_two_scales():
+def test_matched_direction_brackets_the_level_between_two_scales(tmp_path):
     from dpmlatent.classifier import ClassifierConfig, DigitClassifier
     from dpmlatent.edit_experiment import edit_scores, edit_task
 
@@ -55,6 +55,17 @@ def test_matched_direction_brackets_the_level_between_two_scales():
     assert p.strength * 2.0 == pytest.approx(0.35)
     assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
     assert torch.equal(p.hi["ink"][1], direct(0.4, 1)["ink"])
+    from dpmlatent.run_store import RunStore   # through a store: recorded, read back with two runs re-made
+    kw = dict(digit_classifier=clf, domain_classifier=dom, scale_step=0.1, max_scale=2.0, start=1.0, label="pixels")
+    rec = RunStore.open(tmp_path / "runs")
+    p_rec = matched_direction(edit, task, directions, level, store=rec, **kw)
+    rec.save(rebuild="test")
+    read = RunStore.open(tmp_path / "runs", check=2)
+    p_read = matched_direction(edit, task, directions, level, store=read, **kw)
+    assert p_rec.steps == p_read.steps == p.steps and all(torch.equal(p_rec.hi[c], p_read.hi[c]) for c in p.hi)
+    assert torch.allclose(p_rec.hi["ssim"], p.hi["ssim"], atol=1e-3) and read.summary().checked == 2
+    with pytest.raises(KeyError, match="not in the store"):          # another label: other runs
+        matched_direction(edit, task, directions, level, store=read, **{**kw, "label": "other"})
     with pytest.raises(ValueError, match="whole multiple"):
         matched_direction(edit, task, directions, level, digit_classifier=clf, domain_classifier=dom,
                           scale_step=0.3, max_scale=2.0)

@@ -39,6 +39,31 @@ def test_langevin_on_the_prior_alone_samples_a_standard_gaussian():
     assert res.energies[0].mean() == pytest.approx(9.0) and res.energies[-1].mean() == pytest.approx(1.0, abs=0.05)
 
 
+def test_mala_removes_the_step_size_bias_and_rejects_runaways():
+    # U(z) = ||z||^2 / 2 at s = 1: unadjusted Langevin settles at variance 1 / (1 - s/4) = 4/3, MALA at 1.
+    u = lambda z: 0.5 * z.pow(2).sum(1)  # noqa: E731
+    z0 = torch.randn(8000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    runs = {m: langevin(u, z0, steps=200, step_size=1.0, generator=torch.Generator().manual_seed(1), metropolis=m,
+                        progress=False) for m in (False, True)}
+    assert (runs[False].z.var(0) - 4 / 3).abs().max() < 0.06 and runs[False].accepted is None
+    assert (runs[True].z.var(0) - 1.0).abs().max() < 0.05                       # SE 0.016
+    assert runs[True].accepted.shape == (200, 8000) and 0.5 < runs[True].acceptance < 0.95
+    assert torch.equal(runs[True].energies[-1], u(runs[True].z))               # the trace is the chain's state
+    tiny = langevin(u, z0[:100], steps=20, step_size=1e-4, generator=torch.Generator().manual_seed(1), metropolis=True,
+                    progress=False)
+    assert tiny.acceptance > 0.99
+    # a sharp energy and a large step: unadjusted chains are thrown out and blow up; MALA rejects those moves
+    quartic = lambda z: z.pow(4).sum(1)  # noqa: E731
+    start = torch.full((16, 1), 2.0, dtype=torch.float64)
+    blown = langevin(quartic, start, steps=10, step_size=0.5, generator=torch.Generator().manual_seed(2), progress=False)
+    assert not torch.isfinite(blown.z).all() or blown.z.abs().max() > 1e6
+    kept = langevin(quartic, start, steps=10, step_size=0.5, generator=torch.Generator().manual_seed(2),
+                    metropolis=True, progress=False)
+    assert torch.isfinite(kept.z).all() and kept.z.abs().max() <= 2.0
+    with pytest.raises(TypeError, match="metropolis must be True or False"):
+        langevin(u, z0, steps=1, step_size=0.1, metropolis=1)
+
+
 def test_langevin_follows_the_energy_and_keeps_the_code_type():
     sched, z = _code()
     # A linear energy on the code: the stationary mean is shifted by -weight * direction.
@@ -176,6 +201,10 @@ def test_guide_lowers_the_image_energy_and_records_it():
     assert out.images.shape == (8, 1, 8, 8) and out.energies.shape == (41, 8)
     assert torch.allclose(out.energies[-1], energy(out.images), atol=1e-6)
     assert out.energies[-1].mean() < out.energies[0].mean()
+    mala = guide(gan, energy, z0, weight=50.0, steps=40, step_size=0.02, generator=torch.Generator().manual_seed(0),
+                 metropolis=True, progress=False)
+    assert mala.energies.shape == (41, 8) and torch.allclose(mala.energies[-1], energy(mala.images), atol=1e-6)
+    assert 0 < mala.result.acceptance <= 1 and mala.energies[-1].mean() < mala.energies[0].mean()
     with pytest.raises(ValueError, match="weight must be a number > 0"):
         guide(gan, energy, z0, weight=0.0, steps=1, step_size=0.1)
 

@@ -290,6 +290,11 @@ def test_identity_coverage_settings_reject_bad_values():
         ic.Settings(diffusion_step=-0.1)
     with pytest.raises(ValueError, match="seeds"):
         ic.Settings(seeds=(-1,))
+    with pytest.raises(TypeError, match="metropolis must be True or False"):
+        ic.Settings(metropolis=1)
+    mala = ic.Settings(metropolis=True)            # both models get the same kind of sampler, and the rebuild says so
+    assert ic._rebuild_command(mala).endswith(" --metropolis") and "--metropolis" not in ic._rebuild_command(ic.Settings())
+    assert all(m.metropolis for m in ic.coverage_models(mala).values())
 
 
 def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):

@@ -52,13 +52,16 @@ class CoverageModel:
     ``codes(seed)``: the ``N`` start codes of one seed (a tensor ``(N, d)`` or a ``LatentCode``);
     ``step_size`` and ``steps``: the Langevin settings chosen for this code space; ``batch_seeds``: run
     all seeds' chains in one batch (same chains, each seed's block with its own noise; faster for a
-    small generator, slower for a diffusion model's, whose batch of 48 already fills the cores)."""
+    small generator, slower for a diffusion model's, whose batch of 48 already fills the cores);
+    ``metropolis``: Metropolis-adjusted Langevin (MALA, :func:`~dpmlatent.guidance.langevin`) instead of
+    unadjusted."""
 
     generator: Callable
     codes: Callable[[int], object]
     step_size: float
     steps: int
     batch_seeds: bool = False
+    metropolis: bool = False
 
 
 @dataclasses.dataclass
@@ -160,11 +163,11 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
                 runs = [guide(m.generator, energy, torch.cat(starts), weight=weight, steps=m.steps,
                               step_size=m.step_size,
                               generator=[torch.Generator().manual_seed(s + noise_offset) for s in seeds],
-                              grid=grid, progress=progress)]
+                              grid=grid, metropolis=m.metropolis, progress=progress)]
             else:
                 runs = [guide(m.generator, energy, z, weight=weight, steps=m.steps, step_size=m.step_size,
                               generator=torch.Generator().manual_seed(s + noise_offset), grid=grid,
-                              progress=progress)
+                              metropolis=m.metropolis, progress=progress)
                         for s, z in zip(seeds, starts)]
             d = _dim(starts[0])
             sq = torch.cat([2.0 * (r.result.energies - weight * r.energies) / d for r in runs], dim=1)

@@ -62,7 +62,7 @@ def mean_difference(codes: torch.Tensor, positive: torch.Tensor, negative: torch
 
 def matched_direction(edit: Callable[[object, float], torch.Tensor], task, directions: dict, level: float, *,
                       digit_classifier, domain_classifier, scale_step: float, max_scale: float, clip=None,
-                      start: float | None = None, label: str = "direction", max_moves: int = 40):
+                      start: float | None = None, label: str = "direction", max_moves: int = 40, store=None):
     """Edit ``task``'s inputs along each of ``directions`` at the scale where the mean SSIM to the
     inputs is ``level``, and score every edit there.
 
@@ -77,6 +77,10 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
         clip: an open_clip ``(model, tokenizer)`` pair, for the CLIP scores of
             :func:`~dpmlatent.edit_experiment.edit_scores` (optional).
         start: the first guess, a scale in ``(0, max_scale]`` (default ``max_scale / 2``).
+        store: a :class:`~dpmlatent.run_store.RunStore`: each run's edited images are read from it (or
+            recorded into it). ``edit`` is opaque, so the key is ``label`` (name the space and its
+            model there), the inputs, the direction's seed and the scale, not the direction's values
+            (they move with the CPU's rounding); the store's random re-made runs catch a changed edit.
 
     Returns:
         :class:`~dpmlatent.matching.MatchedPoint`; the matched scale is ``strength * max_scale``.
@@ -96,9 +100,19 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
     if start is not None and not 0 < start <= max_scale:
         raise ValueError(f"start must be a scale in (0, {max_scale}], got {start!r}")
 
+    from .run_store import RunStore, fingerprint
+
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    inputs = None if store is None else fingerprint(task.images)
+
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            out = edit(directions[seed], k * scale_step)
+        def make():
+            with torch.no_grad():
+                return edit(directions[seed], k * scale_step)
+
+        key = ("direction", label, inputs, seed, k, float(scale_step))
+        out = make() if store is None else store.images(key, make).to(task.images.device)
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),

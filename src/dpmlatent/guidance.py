@@ -44,10 +44,18 @@ PORTABLE_GRID = 2.0 ** -8
 @dataclasses.dataclass
 class LangevinResult:
     """``z``: the final code (the type of ``z0``); ``energies``: ``(steps + 1, B)``, ``U`` of every
-    iterate from ``z0`` on (detached, on the CPU), to plot how the chain settles."""
+    iterate from ``z0`` on (detached, on the CPU), to plot how the chain settles; ``accepted``:
+    ``(steps, B)`` bool, which proposals the Metropolis test accepted (``None`` for unadjusted
+    Langevin, which takes every one)."""
 
     z: torch.Tensor | LatentCode
     energies: torch.Tensor
+    accepted: torch.Tensor | None = None
+
+    @property
+    def acceptance(self) -> float:
+        """The share of proposals accepted, over steps and chains (1 for unadjusted Langevin)."""
+        return 1.0 if self.accepted is None else float(self.accepted.double().mean())
 
 
 def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
@@ -64,12 +72,20 @@ def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
 
 def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
              generator: torch.Generator | list[torch.Generator] | None = None, grid: float | None = None,
-             progress: bool = True) -> LangevinResult:
-    """Unadjusted Langevin dynamics for ``p(z) ∝ exp(-energy_fn(z))``.
+             metropolis: bool = False, progress: bool = True) -> LangevinResult:
+    """Langevin dynamics for ``p(z) ∝ exp(-energy_fn(z))``, unadjusted (ULA) or Metropolis-adjusted (MALA).
 
-    Each of the ``steps`` iterations does ``z <- z - (step_size / 2) ∇U(z) + √step_size · n``
-    with ``n ~ N(0, I)`` and ``U = energy_fn``. For small ``step_size`` and many steps ``z`` is
-    (approximately) distributed as ``p``; the bias of the discretisation grows with ``step_size``.
+    Each of the ``steps`` iterations proposes ``z' = z - (step_size / 2) ∇U(z) + √step_size · n``
+    with ``n ~ N(0, I)`` and ``U = energy_fn``. Unadjusted, ``z <- z'``: for small ``step_size`` and
+    many steps ``z`` is (approximately) distributed as ``p``; the bias of the discretisation grows
+    with ``step_size``, and on a sharp energy a large step can throw a chain far out. With
+    ``metropolis=True`` the proposal is accepted with probability
+    ``min(1, exp(U(z) - U(z') + (‖z' - z + (s/2)∇U(z)‖² - ‖z - z' + (s/2)∇U(z')‖²) / (2s)))`` (the
+    Metropolis–Hastings ratio of the Gaussian proposal, Roberts & Tweedie 1996), else ``z`` stays:
+    ``p`` is then the exact stationary distribution whatever the step (a larger step only lowers the
+    acceptance), and a proposal that would throw the chain out is rejected. It costs one uniform
+    draw per chain and step and no extra energy evaluation (``U`` and ``∇U`` of the proposal are
+    those of the next step when it is accepted).
 
     Args:
         energy_fn: ``U``, the *whole* energy (prior included, e.g. :func:`latent_energy`): takes
@@ -96,7 +112,11 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
             between an Intel and an AMD machine 1 to 7 of 48 diffusion chains of chapter 6 part within
             10 steps (their float64 U-Net passes must differ by far more than 1e-16 somewhere), while
             GAN chains agree; results that must be the same everywhere are stored
-            (:func:`dpmlatent.coverage.save_chains`) and checked chain by chain.
+            (:func:`dpmlatent.coverage.save_chains`) and checked chain by chain. With ``metropolis``
+            the proposal is rounded before the test, so the test is that of the rounded proposal's
+            Gaussian approximation (exact as ``grid -> 0``).
+        metropolis: accept or reject each proposal (MALA, above); the uniform draws (``Phi`` of a
+            normal draw) come from ``generator`` after the step's noise.
         progress: tqdm bar.
 
     Returns:
@@ -108,6 +128,8 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
         raise ValueError(f"step_size must be a number > 0, got {step_size!r}")
     if grid is not None and (not isinstance(grid, (int, float)) or isinstance(grid, bool) or not grid > 0):
         raise ValueError(f"grid must be None or a number > 0, got {grid!r}")
+    if not isinstance(metropolis, bool):
+        raise TypeError(f"metropolis must be True or False, got {metropolis!r}")
     flat, unflat = _as_flat(z0)
     batch = len(flat)
     gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
@@ -126,17 +148,32 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
             (grad,) = torch.autograd.grad(u.sum(), flat)
         return u.detach(), grad
 
-    energies = []
+    energies, accepted = [], []
     u, grad = energy_and_grad(flat)
     energies.append(u.cpu())
-    for _ in tqdm(range(steps), desc="langevin", disable=not progress):
+    for _ in tqdm(range(steps), desc="mala" if metropolis else "langevin", disable=not progress):
         noise = torch.cat([randn_tensor(block, generator=g, device=flat.device, dtype=flat.dtype) for g in gens])
-        flat = flat.detach() - 0.5 * step_size * grad + step_size ** 0.5 * noise
+        proposal = flat.detach() - 0.5 * step_size * grad + step_size ** 0.5 * noise
         if grid is not None:
-            flat = torch.round(flat / grid) * grid
-        u, grad = energy_and_grad(flat)
+            proposal = torch.round(proposal / grid) * grid
+        u_new, grad_new = energy_and_grad(proposal)
+        if metropolis:
+            forward = (proposal - flat + 0.5 * step_size * grad).square().sum(1)
+            backward = (flat - proposal + 0.5 * step_size * grad_new).square().sum(1)
+            log_ratio = u - u_new + (forward - backward) / (2 * step_size)
+            # one uniform per chain, as Phi(normal): randn_tensor, so a CPU generator gives it on every device
+            normal = torch.cat([randn_tensor((block[0],), generator=g, device=flat.device, dtype=flat.dtype)
+                                for g in gens])
+            accept = torch.log(torch.special.ndtr(normal)) < log_ratio     # a NaN ratio is rejected
+            flat = torch.where(accept[:, None], proposal, flat)
+            u = torch.where(accept, u_new, u)
+            grad = torch.where(accept[:, None], grad_new, grad)
+            accepted.append(accept.cpu())
+        else:
+            flat, u, grad = proposal, u_new, grad_new
         energies.append(u.cpu())
-    return LangevinResult(unflat(flat.detach()), torch.stack(energies))
+    return LangevinResult(unflat(flat.detach()), torch.stack(energies),
+                          torch.stack(accepted) if metropolis else None)
 
 
 def latent_energy(generator_fn: Callable, energy: Callable, *, weight: float) -> Callable:
@@ -192,12 +229,14 @@ class Guided:
 
 
 def guide(generator_fn: Callable, energy: Callable, z0, *, weight: float, steps: int, step_size: float,
-          generator: torch.Generator | None = None, grid: float | None = None, progress: bool = True) -> Guided:
+          generator: torch.Generator | None = None, grid: float | None = None, metropolis: bool = False,
+          progress: bool = True) -> Guided:
     """Sample ``z ∝ N(0, I) exp(-weight E(G(z)))`` by :func:`langevin` from ``z0`` and decode it
-    (``grid``: see :func:`langevin`).
+    (``grid``, ``metropolis``: see :func:`langevin`).
 
     Besides the trace of ``U`` (in ``result.energies``) it records the image energy ``E(G(z_k))``
-    of every iterate, the quantity guidance lowers, in ``energies``.
+    of every iterate, the quantity guidance lowers, in ``energies`` (with ``metropolis``, of the
+    chain's state: a rejected proposal's energy is not the chain's).
     """
     if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
         raise ValueError(f"weight must be a number > 0 for guidance (0 samples the prior: use z0 itself), got {weight!r}")
@@ -210,10 +249,16 @@ def guide(generator_fn: Callable, energy: Callable, z0, *, weight: float, steps:
 
     u = latent_energy(generator_fn, image_energy, weight=weight)
     result = langevin(u, z0, steps=steps, step_size=step_size, generator=generator, grid=grid,
-                      progress=progress)
+                      metropolis=metropolis, progress=progress)
+    evaluated = torch.stack(trace)                        # E of z0 and of every proposal
+    if result.accepted is not None:
+        chain = [evaluated[0]]
+        for k, took in enumerate(result.accepted, start=1):
+            chain.append(torch.where(took, evaluated[k], chain[-1]))
+        evaluated = torch.stack(chain)
     with torch.no_grad():
         images = generator_fn(result.z)
-    return Guided(images, torch.stack(trace), result)
+    return Guided(images, evaluated, result)
 
 
 @dataclasses.dataclass(frozen=True)

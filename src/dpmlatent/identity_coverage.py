@@ -164,7 +164,8 @@ class Settings:
     (increasing, below ``diffusion_steps``) after which the diffusion chains draw their Langevin noise
     from fresh generators (after the ``k``-th restart seeded ``seed + k · RESTART_OFFSET``): the run
     was made by extending a stored one (:func:`extend`), and a run from scratch with these settings
-    makes the same chains."""
+    makes the same chains. ``metropolis``: both models' chains are Metropolis-adjusted (MALA,
+    :func:`~dpmlatent.guidance.langevin`) instead of unadjusted."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     chains: int = 48
@@ -175,6 +176,7 @@ class Settings:
     gan_steps: int = 8000
     every: int = 5
     diffusion_restarts: tuple[int, ...] = ()
+    metropolis: bool = False
 
     def __post_init__(self):
         is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -197,6 +199,8 @@ class Settings:
                                                 for x in r) or list(r) != sorted(set(r))):
             raise ValueError(f"diffusion_restarts must be a tuple of increasing multiples of every ({self.every}) "
                              f"in (0, {self.diffusion_steps}), got {r!r}")
+        if not isinstance(self.metropolis, bool):
+            raise TypeError(f"metropolis must be True or False, got {self.metropolis!r}")
 
     def langevin(self, model: str) -> tuple[float, int]:
         """``(step size, steps)`` of ``model``'s chains: ``"diffusion"`` or ``"GAN"``."""
@@ -242,10 +246,10 @@ def coverage_models(settings: Settings = Settings(), *, dtype=torch.float64) -> 
     return {
         "diffusion": CoverageModel(g_diff, lambda s: sample_latent((n, 1, 8, 8), sched, 10, 1.0, dtype=dtype,
                                                                   generator=torch.Generator().manual_seed(s)),
-                                   settings.diffusion_step, settings.diffusion_steps),
+                                   settings.diffusion_step, settings.diffusion_steps, metropolis=settings.metropolis),
         "GAN": CoverageModel(gan, lambda s: torch.randn(n, gan.config.latent_dim, dtype=dtype,
                                                         generator=torch.Generator().manual_seed(s)),
-                             settings.gan_step, settings.gan_steps, batch_seeds=True),
+                             settings.gan_step, settings.gan_steps, batch_seeds=True, metropolis=settings.metropolis),
     }
 
 
@@ -332,7 +336,7 @@ def _rebuild_command(s: Settings) -> str:
     restart = f" --diffusion-restarts {' '.join(map(str, s.diffusion_restarts))}" if s.diffusion_restarts else ""
     return (f"python benchmarks/identity_coverage.py --save --seeds {' '.join(map(str, s.seeds))} --chains {s.chains} "
             f"--weight {s.weight:g} --diffusion-step {s.diffusion_step:g} --diffusion-steps {s.diffusion_steps} "
-            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}{restart}")
+            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}{restart}{' --metropolis' if s.metropolis else ''}")
 
 
 def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
