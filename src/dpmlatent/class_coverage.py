@@ -5,7 +5,8 @@ Four generators (:data:`MODELS`: a diffusion model and a GAN trained on all digi
 trained with sevens cut to 2%) are guided towards :data:`~dpmlatent.data.RARE_CLASS` by two energies
 (:func:`energies`: the digit classifier's ``-log p(7 | x)`` with weight 5 and the ``clip-digits``
 energy of "a handwritten seven" with weight 60), ``N = 48`` chains for each of the seeds 0, 1, 2,
-float64 on the portable grid (the same chains on every CPU): the GANs 1,000 Langevin steps of size
+float64 on the portable grid (the same chains across kernel paths and Intel machines; on an AMD
+machine a few diffusion chains part within ten steps, so they are stored): the GANs 1,000 Langevin steps of size
 0.01 (:func:`gan_model`), the diffusion models 80 steps of size 0.05 on the 704-dimensional code of a
 10-step DDIM sampler with ``eta = 1`` (:func:`diffusion_model`). Both energies run on the rare-sevens
 models, the classifier energy on the all-digits ones (:func:`energy_names`).

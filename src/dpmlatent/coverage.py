@@ -130,7 +130,8 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
     ``torch.Generator().manual_seed(s + noise_offset)`` (an offset gives chains that continue stored ones
     fresh noise), ``model.steps`` steps of size ``model.step_size``
     (:func:`~dpmlatent.guidance.guide`; ``grid`` as there, e.g.
-    :data:`~dpmlatent.guidance.PORTABLE_GRID` for float64 chains that are the same on every CPU).
+    :data:`~dpmlatent.guidance.PORTABLE_GRID` for float64 chains that are the same across kernel paths,
+    though not on every CPU: see its note).
 
     Args:
         models: name -> :class:`CoverageModel`.

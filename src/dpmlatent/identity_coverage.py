@@ -267,8 +267,9 @@ RESTART_OFFSET = 1000
 
 def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRun:
     """Guide both models towards the 24 targets (chain ``b`` of a seed aims at target ``b % 24``) with
-    :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains on
-    every CPU). About 80 minutes on two cores with the default settings. With ``diffusion_restarts``
+    :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains across
+    kernel paths and Intel machines; on an AMD machine a few diffusion chains part, see
+    :func:`verify_run`). About 80 minutes on two cores with the default settings. With ``diffusion_restarts``
     the diffusion chains run to the first restart and are then continued by :func:`extend`."""
     from .coverage import coverage_experiment
     from .guidance import PORTABLE_GRID
