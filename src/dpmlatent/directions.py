@@ -100,10 +100,9 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
     if start is not None and not 0 < start <= max_scale:
         raise ValueError(f"start must be a scale in (0, {max_scale}], got {start!r}")
 
-    from .run_store import RunStore, fingerprint
+    from .run_store import check_store, fingerprint, run_images
 
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    check_store(store)
     inputs = None if store is None else fingerprint(task.images)
 
     def run(k: int, seed: int) -> dict[str, torch.Tensor]:
@@ -112,7 +111,7 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
                 return edit(directions[seed], k * scale_step)
 
         key = ("direction", label, inputs, seed, k, float(scale_step))
-        out = make() if store is None else store.images(key, make).to(task.images.device)
+        out = run_images(store, key, make, task.images.device)
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),

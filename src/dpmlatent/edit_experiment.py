@@ -196,7 +196,7 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
     and scheduler, the inputs and prompts, method, eta, guidance scale, steps and seed; the scores are
     computed from them as without a store."""
     from .matching import match_level, strength_of_steps
-    from .run_store import RunStore
+    from .run_store import check_store, run_images
 
     if method not in EDIT_ETA:
         raise ValueError(f"method must be one of {tuple(EDIT_ETA)}, got {method!r}")
@@ -204,8 +204,7 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
         raise ValueError(f"eta can only be set for cyclediffusion; {method} uses {EDIT_ETA[method]}")
     run_eta = EDIT_ETA[method] if eta is None else eta
 
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    check_store(store)
 
     inputs = None if store is None else _edit_fingerprint(pipe, task)
 
@@ -217,7 +216,7 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
                               method=method, generator=torch.Generator().manual_seed(seed))
 
         key = ("edit", inputs, method, run_eta, float(guidance_scale), num_inference_steps, k, seed)
-        out = make() if store is None else store.images(key, make).to(task.images.device)
+        out = run_images(store, key, make, task.images.device)
         return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
@@ -284,12 +283,11 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
     ``clip`` (an ``(open_clip model, tokenizer)`` pair) adds the CLIP columns. ``store`` (a
     :class:`~dpmlatent.run_store.RunStore`): each run's edits are read from it (or recorded into it),
     as in :func:`matched_edit`. Returns the rows and ``{(method or label, strength, guidance): edits}``."""
-    from .run_store import RunStore
+    from .run_store import check_store, run_images
 
     if label is not None and len(methods) != 1:
         raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    check_store(store)
     runs = [(m, s, g) for m in methods for s in strengths for g in guidance_scales]
     rows, images = [], {}
     inputs = None if store is None else _edit_fingerprint(pipe, task)
@@ -303,7 +301,7 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
                               generator=torch.Generator().manual_seed(seed))
 
         key = ("edit-sweep", inputs, method, run_eta, float(strength), float(g), num_inference_steps, seed)
-        out = make() if store is None else store.images(key, make).to(task.images.device)
+        out = run_images(store, key, make, task.images.device)
         name = label or method
         images[(name, strength, g)] = out.cpu()
         rows.append(evaluate_edit(task, out, method=name, strength=strength, guidance_scale=g,

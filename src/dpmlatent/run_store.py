@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["GRID", "RESULTS_DIR", "RunStore", "StoreSummary", "fingerprint"]
+__all__ = ["GRID", "RESULTS_DIR", "RunStore", "StoreSummary", "check_store", "fingerprint", "run_images"]
 
 #: Where the chapters' stores live (``results/`` at the repository root).
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
@@ -235,3 +235,14 @@ class RunStore:
         with np.load(io.BytesIO(data)) as arrays:
             self._runs = {k: torch.from_numpy(arrays[str(i)].copy()) for i, k in enumerate(info["keys"])}
         self.rebuild = info["rebuild"]
+
+
+def check_store(store) -> None:
+    """Refuse a ``store=`` argument that is neither ``None`` nor a :class:`RunStore`."""
+    if store is not None and not isinstance(store, RunStore):
+        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+
+
+def run_images(store: RunStore | None, key: tuple, make: Callable[[], torch.Tensor], device) -> torch.Tensor:
+    """The images of one run: ``make()`` without a store, else :meth:`RunStore.images` of ``key`` on ``device``."""
+    return make() if store is None else store.images(key, make).to(device)

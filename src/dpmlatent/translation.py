@@ -26,7 +26,7 @@ from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
 from .matching import MatchedPoint, match_level, matched_difference, strength_of_steps
 from .reporting import Column, Table, share_column
-from .run_store import RunStore, fingerprint
+from .run_store import check_store, fingerprint, run_images
 from .train import DOMAINS
 
 __all__ = ["METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
@@ -179,8 +179,7 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
             raise ValueError(f"every strength must be in (0, 1], got {s}")
     _check_labels(labels, len(x0))
     _check_domain(target_domain, domain_classifier)
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    check_store(store)
     _, real_feats = metrics.classify(digit_classifier, real_target)
     runs = [(m, s) for m in methods for s in strengths]
     rows, images = [], {}
@@ -193,7 +192,7 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
                              num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed))
 
         key = ("translation-sweep", inputs, method, run_eta, float(strength), num_inference_steps, seed)
-        out = make() if store is None else store.images(key, make).to(x0.device)
+        out = run_images(store, key, make, x0.device)
         name = method if label is None else label
         images[(name, strength)] = out.cpu()
         rows.append(evaluate_translation(name, strength, out, x0, labels, target_domain=target_domain,
@@ -383,8 +382,7 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
     common = dict(target_domain=task.target_domain, digit_classifier=digit_classifier,
                   domain_classifier=domain_classifier)
 
-    if store is not None and not isinstance(store, RunStore):
-        raise TypeError(f"store must be a RunStore or None, got {type(store).__name__}")
+    check_store(store)
 
     inputs = None if store is None else fingerprint(task.src_unet, task.tgt_unet, task.scheduler.config,
                                                      task.source.images)
@@ -396,7 +394,7 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
                              eta=run_eta, generator=torch.Generator().manual_seed(seed))
 
         key = ("translation", inputs, method, run_eta, num_inference_steps, k, seed)
-        out = make() if store is None else store.images(key, make).to(task.source.images.device)
+        out = run_images(store, key, make, task.source.images.device)
         return score_images(out, task.source.images, task.source.labels, **common)
 
     return match_level(run, level, num_inference_steps=num_inference_steps, seeds=seeds, start=start,
