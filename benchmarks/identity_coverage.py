@@ -13,13 +13,16 @@ verdict is printed beside it, marked self-judged.
     .venv/bin/python benchmarks/identity_coverage.py [--seeds 0 1 2] [--weight 300]
         [--diffusion-step 0.005 --diffusion-steps 1600] [--gan-step 0.001 --gan-steps 8000]
         [--diffusion-restarts STEP ...] [--save [FOLDER]]
-    .venv/bin/python benchmarks/identity_coverage.py --extend STEPS --save [FOLDER]
+    .venv/bin/python benchmarks/identity_coverage.py --extend STEPS [--model GAN] [--metropolis] --save [FOLDER]
 
-``--extend`` continues the stored run's diffusion chains from their final codes with fresh Langevin noise
-(:func:`dpmlatent.identity_coverage.extend`); the stored settings then name the restart, and the printed
-rebuild command (``--diffusion-restarts``) makes the same chains from scratch.
+``--extend`` continues the stored run's chains of one model from their final codes with fresh Langevin noise
+(:func:`dpmlatent.identity_coverage.extend`), with ``--metropolis`` Metropolis-adjusted (MALA); the stored
+settings then name the restart and where the adjusted steps begin, and the printed rebuild command
+(``--diffusion-restarts``, ``--gan-metropolis-from``, ...) makes the same chains from scratch. The settling
+test is made on the adjusted steps where there are any (:func:`dpmlatent.identity_coverage.settling`).
 
-Chains are float64 on the portable grid (the same on every CPU). With the defaults
+Chains are float64 on the portable grid (the same across kernel paths; on another CPU a few diffusion chains
+part, see :func:`dpmlatent.identity_coverage.verify_run`). With the defaults
 (:class:`dpmlatent.identity_coverage.Settings`): 48 chains per seed and model, 3 seeds. ``--save``
 stores the run where the chapter reads it (``results/identity_coverage``); the table is then printed
 from the stored run, exactly as the chapter sees it.
@@ -79,6 +82,19 @@ change is about 0.035) and one chain's |z|^2/d spikes (drift 0.20 [-0.05, 1.27])
 inconclusive. The energy trend (-0.034 per 400 steps at 1,600, -0.031 per 600 at 2,400) says another 800 steps
 would not pass the test either; what would is open (a smaller step for much longer, or Metropolis-adjusted
 Langevin, whose rejections would also stop the runaway chains).
+
+Metropolis-adjusted (2026-12-06, AMD EPYC, 2 threads). A probe from the stored chains' final codes (seed 0, 48
+chains, 40 MALA steps, not stored): diffusion acceptance 0.60 at step 0.005, 0.78 at 0.0025, 0.89 at 0.00125;
+GAN (400 steps) 0.48 at 0.001, 0.73 at 0.0005, 0.88 at 0.00025. (From prior samples, far from the typical set,
+the acceptance at the same steps is 0.29 and 0.40: the gradients are large there.) Near the optimum of 0.574
+(Roberts & Rosenthal 1998) at the ULA steps, so the adjusted chains keep them. First extension (``--extend 2000
+--model GAN --metropolis --save``, 5 min; ``--extend 800 --metropolis --save``, 36 min): acceptance diffusion 0.39,
+GAN 0.46; over the adjusted steps both energies settle (diffusion drift -0.0086 [-0.0122, -0.0061], GAN -0.0026
+[-0.0041, -0.0013]) and both |z|^2/d still fall (-0.028 [-0.135, -0.005]; -0.048 [-0.074, -0.018]): the
+unadjusted chains sat outside the prior's typical set by more than p(z) does, and MALA is still pulling them
+back (diffusion |z|^2/d 1.05-1.06 by bucket, from 1.06-1.2; GAN 1.28-1.49, from 1.32-1.6). Success (judge)
+diffusion 0.21 / 0.19 / 0.29, GAN 0.02 / 0.08 / 0.12; diffusion - GAN +0.19 [0.04, 0.40], +0.10 [-0.02, 0.19],
++0.17 [0.04, 0.33]; rarer -0.08 [-0.33, 0.08], -0.02 [-0.27, 0.21]. So both were extended once more (below).
 """
 
 import argparse
@@ -101,22 +117,35 @@ def main() -> None:
     parser.add_argument("--gan-steps", type=int, default=d.gan_steps)
     parser.add_argument("--diffusion-restarts", type=int, nargs="*", default=list(d.diffusion_restarts),
                         help="continue the diffusion chains with fresh noise after each of these steps")
+    parser.add_argument("--gan-restarts", type=int, nargs="*", default=list(d.gan_restarts),
+                        help="continue the GAN's chains with fresh noise after each of these steps")
+    parser.add_argument("--diffusion-metropolis-from", type=int, default=None, metavar="STEP",
+                        help="the diffusion chains are Metropolis-adjusted (MALA) from this step (0 or a restart) on")
+    parser.add_argument("--gan-metropolis-from", type=int, default=None, metavar="STEP",
+                        help="the GAN's chains are Metropolis-adjusted (MALA) from this step (0 or a restart) on")
     parser.add_argument("--metropolis", action="store_true",
-                        help="Metropolis-adjusted Langevin (MALA) for both models instead of unadjusted")
+                        help="with --extend: the new steps are Metropolis-adjusted; otherwise: both models' chains "
+                             "are adjusted from step 0 (--diffusion-metropolis-from 0 --gan-metropolis-from 0)")
     parser.add_argument("--extend", type=int, default=None, metavar="STEPS",
-                        help="continue the stored run's (results/identity_coverage) diffusion chains for STEPS more steps (the other settings "
-                             "are read from the stored run) instead of running from scratch")
+                        help="continue the stored run's (results/identity_coverage) chains of --model for STEPS more "
+                             "steps (the other settings are read from the stored run) instead of running from scratch")
+    parser.add_argument("--model", choices=("diffusion", "GAN"), default="diffusion", help="the model --extend continues")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", nargs="?", const=str(ic.RUN_PATH), default=None,
                         help=f"store the run in this folder (default {ic.RUN_PATH}) and report from the stored copy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.extend is not None:
-        result = ic.extend(ic.load_run(ic.RUN_PATH), args.extend)
+        result = ic.extend(ic.load_run(ic.RUN_PATH), args.extend, model=args.model, metropolis=args.metropolis)
     else:
+        mala = 0 if args.metropolis else None
         result = ic.run(ic.Settings(tuple(args.seeds), args.chains, args.weight, args.diffusion_step,
                                     args.diffusion_steps, args.gan_step, args.gan_steps,
-                                    diffusion_restarts=tuple(args.diffusion_restarts), metropolis=args.metropolis))
+                                    diffusion_restarts=tuple(args.diffusion_restarts),
+                                    gan_restarts=tuple(args.gan_restarts),
+                                    diffusion_metropolis_from=(mala if args.diffusion_metropolis_from is None
+                                                               else args.diffusion_metropolis_from),
+                                    gan_metropolis_from=mala if args.gan_metropolis_from is None else args.gan_metropolis_from))
     if args.save:
         result = ic.load_run(ic.save_run(result, args.save))
     judged = ic.judge_run(result)
@@ -125,9 +154,13 @@ def main() -> None:
           f"({cal.n_different} held-out pairs); real held-out glyphs accepted: {cal.tar:.2f} of {cal.n_same}")
     print(ic.bucket_table(result, judged))
     for name, c in result.chains.items():
-        pe, pz = c.plateau("energy"), c.plateau("sq_norm")
-        print(f"{name}: step {c.step_size:g} x {c.steps}; energy settled: {pe.plateaued} (drift {pe.drift}); "
-              f"|z|²/d settled: {pz.plateaued} (drift {pz.drift}); {result.seconds[name]:.0f} s")
+        pe, pz = ic.settling(result, name, "energy"), ic.settling(result, name, "sq_norm")
+        adjusted = result.settings.adjusted_steps(name)
+        mala = (f"; the last {adjusted} steps Metropolis-adjusted, acceptance {float(c.acceptance.mean()):.2f}"
+                if adjusted else "")
+        print(f"{name}: step {c.step_size:g} x {c.steps}{mala}; over the last {2 * pe.window * result.settings.every} "
+              f"steps: energy settled: {pe.plateaued} (drift {pe.drift}); |z|²/d settled: {pz.plateaued} "
+              f"(drift {pz.drift}); {result.seconds[name]:.0f} s")
     print(verdict_table(ic.verdicts(result, judged)))
 
 

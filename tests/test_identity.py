@@ -290,11 +290,23 @@ def test_identity_coverage_settings_reject_bad_values():
         ic.Settings(diffusion_step=-0.1)
     with pytest.raises(ValueError, match="seeds"):
         ic.Settings(seeds=(-1,))
-    with pytest.raises(TypeError, match="metropolis must be True or False"):
-        ic.Settings(metropolis=1)
-    mala = ic.Settings(metropolis=True)            # both models get the same kind of sampler, and the rebuild says so
-    assert ic._rebuild_command(mala).endswith(" --metropolis") and "--metropolis" not in ic._rebuild_command(ic.Settings())
+    for bad in (5, True, -1):                       # adjusted from step 0 or from a restart, nothing else
+        with pytest.raises(ValueError, match="gan_metropolis_from"):
+            ic.Settings(gan_steps=20, gan_restarts=(10,), gan_metropolis_from=bad)
+    with pytest.raises(ValueError, match="gan_restarts"):
+        ic.Settings(gan_steps=20, gan_restarts=(20,))
+    mala = ic.Settings(diffusion_metropolis_from=0, gan_metropolis_from=0)   # the rebuild says so
+    assert ("--diffusion-metropolis-from 0 --gan-metropolis-from 0" in ic._rebuild_command(mala)
+            and "metropolis" not in ic._rebuild_command(ic.Settings()))
     assert all(m.metropolis for m in ic.coverage_models(mala).values())
+    assert not any(m.metropolis for m in ic.coverage_models(ic.Settings()).values())
+    later = ic.Settings(diffusion_steps=30, diffusion_restarts=(10, 20), diffusion_metropolis_from=20)
+    assert later.segments("diffusion") == [ic.Segment(0, 10, 0, False), ic.Segment(10, 20, 1, False),
+                                           ic.Segment(20, 30, 2, True)]
+    assert later.adjusted_steps("diffusion") == 10 and later.adjusted_steps("GAN") == 0
+    assert ic.coverage_models(later)["diffusion"].steps == 10      # the first segment; run() continues it
+    with pytest.raises(ValueError, match="model must be"):
+        later.segments("vae")
 
 
 def test_identity_coverage_run_saves_loads_and_verifies(tmp_path):
@@ -359,3 +371,50 @@ def test_identity_coverage_extend_equals_a_run_with_that_restart(tmp_path):
     for bad in ((1600,), (800, 400), (3,), [800]):
         with pytest.raises(ValueError, match="diffusion_restarts"):
             ic.Settings(diffusion_steps=1600, diffusion_restarts=bad)
+
+
+def test_identity_coverage_metropolis_extension_equals_a_run_from_scratch(tmp_path):
+    """Unadjusted burn-in, then Metropolis-adjusted steps after a restart: extending a stored run's GAN
+    chains with ``metropolis=True`` makes exactly the chains of a run from scratch whose settings say so;
+    the per-chain acceptance (averaged over every adjusted step) survives save/load; adjusted chains
+    cannot go back to unadjusted; the settling test's windows stay inside the last segment."""
+    from dpmlatent import identity_coverage as ic
+
+    s = ic.Settings(seeds=(5,), chains=24, diffusion_steps=10, gan_steps=20)
+    stored = ic.load_run(ic.save_run(ic.run(s, progress=False), tmp_path / "first"))
+    assert all(c.acceptance is None for c in stored.chains.values())
+    mala = ic.extend(stored, 10, model="GAN", metropolis=True, progress=False)
+    assert mala.settings == dataclasses.replace(s, gan_steps=30, gan_restarts=(20,), gan_metropolis_from=20)
+    assert torch.equal(mala.chains["diffusion"].codes, stored.chains["diffusion"].codes)
+    acc = mala.chains["GAN"].acceptance
+    assert acc.shape == (24,) and ((acc >= 0) & (acc <= 1)).all() and 0 < float(acc.mean()) < 1
+    assert torch.equal(acc * 10, (acc * 10).round())                  # a share of 10 steps
+    scratch = ic.run(mala.settings, progress=False)
+    assert torch.equal(scratch.chains["GAN"].codes, mala.chains["GAN"].codes)
+    assert torch.equal(scratch.chains["GAN"].acceptance, acc)
+    more = ic.extend(mala, 10, model="GAN", metropolis=True, progress=False)   # acceptance over all 20 adjusted steps
+    assert more.settings.gan_metropolis_from == 20 and more.settings.adjusted_steps("GAN") == 20
+    again = ic.run(more.settings, progress=False).chains["GAN"]
+    assert torch.equal(again.codes, more.chains["GAN"].codes)
+    assert torch.allclose(again.acceptance, more.chains["GAN"].acceptance, atol=1e-12)
+    back = ic.load_run(ic.save_run(more, tmp_path / "mala"))
+    assert torch.equal(back.chains["GAN"].acceptance, more.chains["GAN"].acceptance)
+    assert back.chains["diffusion"].acceptance is None
+    assert "--gan-restarts 20 30 --gan-metropolis-from 20" in ic._rebuild_command(back.settings)
+    # where the last segment began: the codes after 30 steps, kept exactly (int16 on the portable grid)
+    assert torch.equal(back.segment_start["GAN"], mala.chains["GAN"].codes) and "diffusion" not in back.segment_start
+    check = ic.verify_run(back, steps={"diffusion": 5, "GAN": 5})   # the adjusted steps are re-run too
+    assert check["diffusion"]["segment"] is None
+    seg = check["GAN"]["segment"]
+    assert seg["start"] == 30 and seg["trace"] <= 1e-6 and seg["agree"] == 1.0 and check["GAN"]["agree"] == 1.0
+    with pytest.raises(ValueError, match="shortest segment"):
+        ic.verify_run(back, steps={"diffusion": 5, "GAN": 15})
+    with pytest.raises(ValueError, match="metropolis=True"):
+        ic.extend(back, 10, model="GAN", progress=False)
+    with pytest.raises(ValueError, match="model must be"):
+        ic.extend(back, 10, model="vae", progress=False)
+    # traces every 5 steps: 40 GAN steps are 9 rows (a quarter: 2); its 20 adjusted steps 4 rows (half: 2)
+    assert ic.settling(back, "GAN").window == 2 and ic.settling(mala, "GAN").window == 1   # 10 adjusted steps
+    assert ic.settling(back, "diffusion", "sq_norm").window == 1 and ic.settling(stored, "GAN").window == 1
+    with pytest.raises(ValueError, match="what must be"):
+        ic.settling(back, "GAN", "acceptance")

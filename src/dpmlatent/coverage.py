@@ -72,7 +72,8 @@ class Chains:
     ``before``: ``G(z0)`` ``(S·N, C, H, W)``; ``images``: ``G(z)`` of the final codes; ``energy``:
     ``E(G(z_k))`` ``(steps + 1, S·N)``; ``sq_norm``: ``‖z_k‖²/d`` ``(steps + 1, S·N)`` (1 on average
     under the prior ``N(0, I)``); ``codes``: the final codes, flattened, ``(S·N, d)`` on the CPU (``None``
-    where a caller did not keep them)."""
+    where a caller did not keep them); ``acceptance``: ``(S·N,)`` float64, the share of each chain's
+    Metropolis-adjusted steps whose proposal was accepted (``None`` where no step was adjusted)."""
 
     model: str
     energy_name: str
@@ -86,6 +87,7 @@ class Chains:
     energy: torch.Tensor
     sq_norm: torch.Tensor
     codes: torch.Tensor | None = None
+    acceptance: torch.Tensor | None = None
 
     @property
     def num_chains(self) -> int:
@@ -172,10 +174,12 @@ def coverage_experiment(models: dict[str, CoverageModel], energies: dict[str, tu
                         for s, z in zip(seeds, starts)]
             d = _dim(starts[0])
             sq = torch.cat([2.0 * (r.result.energies - weight * r.energies) / d for r in runs], dim=1)
+            acceptance = (torch.cat([r.result.accepted.double().mean(0) for r in runs]) if m.metropolis
+                          else None)
             out[name, energy_name] = Chains(name, energy_name, float(weight), float(m.step_size), m.steps, d,
                                             len(seeds), before, torch.cat([r.images for r in runs]),
                                             torch.cat([r.energies for r in runs], dim=1), sq,
-                                            torch.cat([_flat(r.result.z) for r in runs]))
+                                            torch.cat([_flat(r.result.z) for r in runs]), acceptance)
     return out
 
 

@@ -18,12 +18,14 @@ Buckets: ``"frequent"`` (the 8 most frequent generator individuals, 40 to 5 glyp
 ``"rare"`` (every other one of ranks 26 to 40, 1 or 2 glyphs per digit), ``"held-out"`` (8 individuals
 of the held-out faces, which no model saw).
 
-The whole experiment (:func:`run`) costs about 80 minutes of float64 Langevin on two CPU cores, more
-than the book's test budget leaves to one chapter. So it runs once, in
-``benchmarks/identity_coverage.py --save``, which stores the chains (:func:`save_run`: final codes and
-energy traces, no images); the chapter loads them (:func:`load_run`), decodes and judges every image
-itself, and re-runs the first steps of every model's first seed to check, number by number, that the
-stored chains are what this code computes (:func:`verify_run`).
+The whole experiment (:func:`run`) costs hours of float64 Langevin on two CPU cores (the stored run's
+``run.json`` records the seconds), far more than the book's test budget leaves to one chapter. So it
+runs once, in ``benchmarks/identity_coverage.py --save`` (and ``--extend``, which continues the stored
+chains, unadjusted or Metropolis-adjusted: :func:`extend`), which stores the chains (:func:`save_run`:
+final codes and energy traces, no images); the chapter loads them (:func:`load_run`), decodes and judges
+every image itself, and re-runs the first steps of every model's first seed and of its last segment to
+check, number by number, that the stored chains are what this code computes (:func:`verify_run`); the
+settling test runs on the adjusted steps (:func:`settling`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .identity import centre_pairs, identity_matches, reference_centres, thresho
 
 __all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets", "nearest_distance",
            "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
-           "decode", "verify_run", "extend", "RESTART_OFFSET", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
+           "decode", "verify_run", "extend", "RESTART_OFFSET", "Segment", "settling", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
 
 #: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``): the
 #: repository's ``results/identity_coverage`` (the package is installed editable, ``pip install -e .``;
@@ -156,16 +158,35 @@ def within_target_diversity(images: torch.Tensor, targets: torch.Tensor) -> torc
 # --- the experiment, stored once and checked by the chapter ---------------------------------------
 
 @dataclasses.dataclass(frozen=True)
+class Segment:
+    """A stretch of a model's chains between two restarts: Langevin steps ``start`` to ``stop``, the
+    noise drawn from generators seeded ``seed + restart · RESTART_OFFSET``, Metropolis-adjusted or not."""
+
+    start: int
+    stop: int
+    restart: int
+    metropolis: bool
+
+    @property
+    def steps(self) -> int:
+        return self.stop - self.start
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The experiment's settings: ``seeds`` (each draws ``chains`` start codes and the Langevin noise
     of every model), ``chains`` per seed (a multiple of the 24 targets), the energy's ``weight`` (the
     same for both models), each model's Langevin step size and number of steps, ``every``: the
-    stored traces keep every ``every``-th step (and the last), and ``diffusion_restarts``: the steps
-    (increasing, below ``diffusion_steps``) after which the diffusion chains draw their Langevin noise
-    from fresh generators (after the ``k``-th restart seeded ``seed + k · RESTART_OFFSET``): the run
-    was made by extending a stored one (:func:`extend`), and a run from scratch with these settings
-    makes the same chains. ``metropolis``: both models' chains are Metropolis-adjusted (MALA,
-    :func:`~dpmlatent.guidance.langevin`) instead of unadjusted."""
+    stored traces keep every ``every``-th step (and the last).
+
+    ``diffusion_restarts`` / ``gan_restarts``: the steps (increasing, below the model's steps, multiples
+    of ``every``) after which that model's chains draw their Langevin noise from fresh generators (after
+    the ``k``-th restart seeded ``seed + k · RESTART_OFFSET``): the run was made by extending a stored one
+    (:func:`extend`), and a run from scratch with these settings makes the same chains.
+    ``diffusion_metropolis_from`` / ``gan_metropolis_from``: ``None`` (unadjusted Langevin, ULA,
+    throughout) or the step from which that model's chains are Metropolis-adjusted (MALA,
+    :func:`~dpmlatent.guidance.langevin`) to the end: ``0`` or one of its restarts (unadjusted steps
+    before it are burn-in)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     chains: int = 48
@@ -176,7 +197,9 @@ class Settings:
     gan_steps: int = 8000
     every: int = 5
     diffusion_restarts: tuple[int, ...] = ()
-    metropolis: bool = False
+    gan_restarts: tuple[int, ...] = ()
+    diffusion_metropolis_from: int | None = None
+    gan_metropolis_from: int | None = None
 
     def __post_init__(self):
         is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -190,36 +213,55 @@ class Settings:
                 raise ValueError(f"{name} must be a number > 0, got {v!r}")
         if not is_int(self.every) or self.every < 1:
             raise ValueError(f"every must be an integer >= 1, got {self.every!r}")
-        for name in ("diffusion_steps", "gan_steps"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 1 or v % self.every:
-                raise ValueError(f"{name} must be a positive multiple of every ({self.every}), got {v!r}")
-        r = self.diffusion_restarts
-        if (not isinstance(r, tuple) or not all(is_int(x) and 0 < x < self.diffusion_steps and not x % self.every
-                                                for x in r) or list(r) != sorted(set(r))):
-            raise ValueError(f"diffusion_restarts must be a tuple of increasing multiples of every ({self.every}) "
-                             f"in (0, {self.diffusion_steps}), got {r!r}")
-        if not isinstance(self.metropolis, bool):
-            raise TypeError(f"metropolis must be True or False, got {self.metropolis!r}")
+        for model in ("diffusion", "gan"):
+            steps = getattr(self, f"{model}_steps")
+            if not is_int(steps) or steps < 1 or steps % self.every:
+                raise ValueError(f"{model}_steps must be a positive multiple of every ({self.every}), got {steps!r}")
+            r = getattr(self, f"{model}_restarts")
+            if (not isinstance(r, tuple) or not all(is_int(x) and 0 < x < steps and not x % self.every for x in r)
+                    or list(r) != sorted(set(r))):
+                raise ValueError(f"{model}_restarts must be a tuple of increasing multiples of every ({self.every}) "
+                                 f"in (0, {steps}), got {r!r}")
+            m = getattr(self, f"{model}_metropolis_from")
+            if m is not None and (not is_int(m) or m not in (0, *r)):
+                raise ValueError(f"{model}_metropolis_from must be None, 0 or one of {model}_restarts {r}, got {m!r}")
+
+    def _key(self, model: str) -> str:
+        if model not in ("diffusion", "GAN"):
+            raise ValueError(f"model must be 'diffusion' or 'GAN', got {model!r}")
+        return model.lower()
 
     def langevin(self, model: str) -> tuple[float, int]:
         """``(step size, steps)`` of ``model``'s chains: ``"diffusion"`` or ``"GAN"``."""
-        if model not in ("diffusion", "GAN"):
-            raise ValueError(f"model must be 'diffusion' or 'GAN', got {model!r}")
-        return (self.diffusion_step, self.diffusion_steps) if model == "diffusion" else (self.gan_step, self.gan_steps)
+        k = self._key(model)
+        return getattr(self, f"{k}_step"), getattr(self, f"{k}_steps")
+
+    def segments(self, model: str) -> list[Segment]:
+        """``model``'s chains as :class:`Segment` s, split at its restarts."""
+        k = self._key(model)
+        ends = [0, *getattr(self, f"{k}_restarts"), getattr(self, f"{k}_steps")]
+        mala = getattr(self, f"{k}_metropolis_from")
+        return [Segment(a, b, i, mala is not None and a >= mala) for i, (a, b) in enumerate(zip(ends, ends[1:]))]
+
+    def adjusted_steps(self, model: str) -> int:
+        """How many of ``model``'s steps are Metropolis-adjusted (0 for unadjusted chains)."""
+        return sum(seg.steps for seg in self.segments(model) if seg.metropolis)
 
 
 @dataclasses.dataclass
 class IdentityRun:
     """A run of the experiment: its :class:`Settings`, the target of every chain ``targets``
     ``(S·N,)``, ``chains`` (model name -> :class:`~dpmlatent.coverage.Chains`, traces possibly thinned:
-    row ``i`` of a trace is Langevin step ``trace_steps[name][i]``) and the ``seconds`` each model took."""
+    row ``i`` of a trace is Langevin step ``trace_steps[name][i]``), the ``seconds`` each model took,
+    and ``segment_start``: for a model whose chains have restarts, the codes ``(S·N, d)`` float64 where
+    its last :meth:`Settings.segments` began (so a reader can re-run the start of that segment too)."""
 
     settings: Settings
     targets: torch.Tensor
     chains: dict
     trace_steps: dict
     seconds: dict
+    segment_start: dict = dataclasses.field(default_factory=dict)
 
 
 def _targets() -> list[int]:
@@ -230,7 +272,8 @@ def _targets() -> list[int]:
 def coverage_models(settings: Settings = Settings(), *, dtype=torch.float64) -> dict:
     """``{"diffusion": CoverageModel, "GAN": CoverageModel}``: ``ddpm-fonts-zipf`` through 10 DDIM steps
     with ``eta = 1`` (a 704-dimensional code) and ``gan-fonts-zipf`` (its code), with the settings'
-    step sizes, in ``dtype``."""
+    step sizes, in ``dtype``; ``steps`` and ``metropolis`` are those of each model's first
+    :meth:`Settings.segments` (a run with restarts continues with :func:`extend`)."""
     from diffusers import DDIMScheduler
 
     from . import zoo
@@ -243,13 +286,16 @@ def coverage_models(settings: Settings = Settings(), *, dtype=torch.float64) -> 
     g_diff = diffusion_generator(pipe.unet.requires_grad_(False), sched, eta=1.0, checkpoint=False)
     gan = zoo.load("gan-fonts-zipf").to(dtype).requires_grad_(False)
     n = settings.chains
+    first = {name: settings.segments(name)[0] for name in ("diffusion", "GAN")}
     return {
         "diffusion": CoverageModel(g_diff, lambda s: sample_latent((n, 1, 8, 8), sched, 10, 1.0, dtype=dtype,
                                                                   generator=torch.Generator().manual_seed(s)),
-                                   settings.diffusion_step, settings.diffusion_steps, metropolis=settings.metropolis),
+                                   settings.diffusion_step, first["diffusion"].steps,
+                                   metropolis=first["diffusion"].metropolis),
         "GAN": CoverageModel(gan, lambda s: torch.randn(n, gan.config.latent_dim, dtype=dtype,
                                                         generator=torch.Generator().manual_seed(s)),
-                             settings.gan_step, settings.gan_steps, batch_seeds=True, metropolis=settings.metropolis),
+                             settings.gan_step, first["GAN"].steps, batch_seeds=True,
+                             metropolis=first["GAN"].metropolis),
     }
 
 
@@ -269,85 +315,138 @@ def run(settings: Settings = Settings(), *, progress: bool = True) -> IdentityRu
     """Guide both models towards the 24 targets (chain ``b`` of a seed aims at target ``b % 24``) with
     :func:`~dpmlatent.coverage.coverage_experiment`, float64 on the portable grid (the same chains across
     kernel paths and Intel machines; on an AMD machine a few diffusion chains part, see
-    :func:`verify_run`). About 80 minutes on two cores with the default settings. With ``diffusion_restarts``
-    the diffusion chains run to the first restart and are then continued by :func:`extend`."""
+    :func:`verify_run`). About 80 minutes on two cores with the default settings; the stored run's
+    ``run.json`` records what its settings took. A model with
+    restarts runs its first :meth:`Settings.segments` and is continued segment by segment as
+    :func:`extend` continues a stored run."""
     from .coverage import coverage_experiment
     from .guidance import PORTABLE_GRID
 
-    if settings.diffusion_restarts:
-        *before, last = settings.diffusion_restarts
-        shorter = dataclasses.replace(settings, diffusion_steps=last, diffusion_restarts=tuple(before))
-        return extend(run(shorter, progress=progress), settings.diffusion_steps - last, progress=progress)
     energy = _energy()
-    chains, seconds = {}, {}
+    chains, seconds, segment_start = {}, {}, {}
     for name, m in coverage_models(settings).items():
         start = time.perf_counter()
         chains[name] = coverage_experiment({name: m}, {"identity": (settings.weight, energy)},
                                            seeds=list(settings.seeds), grid=PORTABLE_GRID,
                                            progress=progress)[name, "identity"]
+        for seg in settings.segments(name)[1:]:
+            segment_start[name] = chains[name].codes
+            chains[name] = _continue(chains[name], m, settings, seg, energy, progress)
         seconds[name] = time.perf_counter() - start
     steps = {name: torch.arange(c.steps + 1) for name, c in chains.items()}
     return IdentityRun(settings, chain_targets(_targets(), settings.chains, len(settings.seeds)), chains, steps,
-                       seconds)
+                       seconds, segment_start)
 
 
-def extend(result: IdentityRun, steps: int, *, progress: bool = True) -> IdentityRun:
-    """Continue ``result``'s diffusion chains (from their final codes) for ``steps`` more Langevin steps
-    with fresh noise (seed ``s + k · RESTART_OFFSET`` for seed ``s`` at the ``k``-th restart), same step
-    size, energy and grid. The returned run's settings say so (``diffusion_steps`` grown, the old count
-    appended to ``diffusion_restarts``); its traces are the old ones followed by the new steps; the
-    GAN's chains are kept as they are."""
+def _continue(old, m, settings: Settings, seg: Segment, energy, progress: bool):
+    """``old`` :class:`~dpmlatent.coverage.Chains` continued from their final codes through ``seg``
+    (noise offset ``seg.restart · RESTART_OFFSET``): traces concatenated, the new final codes and
+    images, the acceptance averaged over every adjusted step."""
     from .coverage import CoverageModel, coverage_experiment
     from .guidance import PORTABLE_GRID
     from .latent import LatentCode
 
+    s, n = settings, settings.chains
+
+    def stored(seed: int):
+        i = s.seeds.index(seed)
+        flat = old.codes[i * n:(i + 1) * n].to(torch.float64)
+        z0 = m.codes(seed)
+        return z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
+
+    more = coverage_experiment({old.model: CoverageModel(m.generator, stored, m.step_size, seg.steps,
+                                                         batch_seeds=m.batch_seeds, metropolis=seg.metropolis)},
+                               {"identity": (s.weight, energy)}, seeds=list(s.seeds), grid=PORTABLE_GRID,
+                               noise_offset=seg.restart * RESTART_OFFSET, progress=progress)[old.model, "identity"]
+    done = sum(x.steps for x in s.segments(old.model) if x.metropolis and x.stop <= seg.start)
+    acceptance = old.acceptance
+    if seg.metropolis:
+        acceptance = (more.acceptance if old.acceptance is None or done == 0
+                      else (old.acceptance * done + more.acceptance * seg.steps) / (done + seg.steps))
+    return dataclasses.replace(old, steps=seg.stop, images=more.images,
+                               energy=torch.cat([old.energy, more.energy[1:].to(old.energy.dtype)]),
+                               sq_norm=torch.cat([old.sq_norm, more.sq_norm[1:].to(old.sq_norm.dtype)]),
+                               codes=more.codes, acceptance=acceptance)
+
+
+def extend(result: IdentityRun, steps: int, *, model: str = "diffusion", metropolis: bool = False,
+           progress: bool = True) -> IdentityRun:
+    """Continue ``result``'s ``model`` chains (from their final codes) for ``steps`` more Langevin steps
+    with fresh noise (seed ``s + k · RESTART_OFFSET`` for seed ``s`` at the ``k``-th restart), same step
+    size, energy and grid; ``metropolis``: the new steps are Metropolis-adjusted (a chain that is
+    adjusted already stays so). The returned run's settings say so (the model's steps grown, the old
+    count appended to its restarts, ``*_metropolis_from`` set where the adjusted steps begin), and
+    :func:`run` with them makes the same chains from scratch; its traces are the old ones followed
+    by the new steps; the other model's chains are kept as they are."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1 or steps % result.settings.every:
         raise ValueError(f"steps must be a positive multiple of every ({result.settings.every}), got {steps!r}")
+    if not isinstance(metropolis, bool):
+        raise TypeError(f"metropolis must be True or False, got {metropolis!r}")
     s = result.settings
-    old = result.chains["diffusion"]
-    m = coverage_models(s)["diffusion"]
-    n = s.chains
-
-    def stored(seed: int) -> LatentCode:
-        i = s.seeds.index(seed)
-        return m.codes(seed).unflatten(old.codes[i * n:(i + 1) * n].to(torch.float64))
-
+    if model not in result.chains:
+        raise ValueError(f"model must be one of {sorted(result.chains)}, got {model!r}")
+    k = s._key(model)
+    old_steps, mala = getattr(s, f"{k}_steps"), getattr(s, f"{k}_metropolis_from")
+    if mala is not None and not metropolis:
+        raise ValueError(f"the {model} chains are Metropolis-adjusted from step {mala}: extend them with metropolis=True")
+    if mala is None and metropolis:
+        mala = old_steps
+    new = dataclasses.replace(s, **{f"{k}_steps": old_steps + steps,
+                                    f"{k}_restarts": getattr(s, f"{k}_restarts") + (old_steps,),
+                                    f"{k}_metropolis_from": mala})
     start = time.perf_counter()
-    more = coverage_experiment({"diffusion": CoverageModel(m.generator, stored, s.diffusion_step, steps)},
-                               {"identity": (s.weight, _energy())}, seeds=list(s.seeds), grid=PORTABLE_GRID,
-                               noise_offset=(len(s.diffusion_restarts) + 1) * RESTART_OFFSET,
-                               progress=progress)["diffusion", "identity"]
-    new = dataclasses.replace(s, diffusion_steps=s.diffusion_steps + steps,
-                              diffusion_restarts=s.diffusion_restarts + (s.diffusion_steps,))
-    last = int(result.trace_steps["diffusion"][-1])
     chains = dict(result.chains)
-    chains["diffusion"] = dataclasses.replace(
-        old, steps=new.diffusion_steps, images=more.images,
-        energy=torch.cat([old.energy, more.energy[1:].to(old.energy.dtype)]),
-        sq_norm=torch.cat([old.sq_norm, more.sq_norm[1:].to(old.sq_norm.dtype)]), codes=more.codes)
+    chains[model] = _continue(result.chains[model], coverage_models(s)[model], new, new.segments(model)[-1],
+                              _energy(), progress)
+    last = int(result.trace_steps[model][-1])
     trace_steps = dict(result.trace_steps)
-    trace_steps["diffusion"] = torch.cat([result.trace_steps["diffusion"], last + torch.arange(1, steps + 1)])
+    trace_steps[model] = torch.cat([result.trace_steps[model], last + torch.arange(1, steps + 1)])
     seconds = dict(result.seconds)
-    seconds["diffusion"] = seconds["diffusion"] + time.perf_counter() - start
-    return IdentityRun(new, result.targets, chains, trace_steps, seconds)
+    seconds[model] = seconds[model] + time.perf_counter() - start
+    return IdentityRun(new, result.targets, chains, trace_steps, seconds,
+                       {**result.segment_start, model: result.chains[model].codes})
+
+
+def settling(result: IdentityRun, name: str, what: str = "energy"):
+    """:meth:`~dpmlatent.coverage.Chains.plateau` of model ``name``'s ``"energy"`` or ``"sq_norm"``
+    trace, with both windows inside the stretch that one sampler made: the Metropolis-adjusted steps
+    where there are any (a drift measured across the change from unadjusted to adjusted steps would
+    count the change of sampler as drift), else the whole chain (a restart only draws fresh noise).
+    The window is a quarter of the trace, or half that stretch if that is shorter."""
+    if name not in result.chains:
+        raise ValueError(f"name must be one of {sorted(result.chains)}, got {name!r}")
+    if what not in ("energy", "sq_norm"):
+        raise ValueError(f"what must be 'energy' or 'sq_norm', got {what!r}")
+    s, c = result.settings, result.chains[name]
+    rows = len(result.trace_steps[name])
+    stretch = (s.adjusted_steps(name) or s.langevin(name)[1]) // s.every
+    return c.plateau(what, window=max(1, min(rows // 4, stretch // 2)))
 
 
 def _rebuild_command(s: Settings) -> str:
     """The benchmark command that stores a run with settings ``s``."""
-    restart = f" --diffusion-restarts {' '.join(map(str, s.diffusion_restarts))}" if s.diffusion_restarts else ""
+    opts = []
+    for k in ("diffusion", "gan"):
+        if getattr(s, f"{k}_restarts"):
+            opts.append(f" --{k}-restarts {' '.join(map(str, getattr(s, f'{k}_restarts')))}")
+        if getattr(s, f"{k}_metropolis_from") is not None:
+            opts.append(f" --{k}-metropolis-from {getattr(s, f'{k}_metropolis_from')}")
     return (f"python benchmarks/identity_coverage.py --save --seeds {' '.join(map(str, s.seeds))} --chains {s.chains} "
             f"--weight {s.weight:g} --diffusion-step {s.diffusion_step:g} --diffusion-steps {s.diffusion_steps} "
-            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}{restart}{' --metropolis' if s.metropolis else ''}")
+            f"--gan-step {s.gan_step:g} --gan-steps {s.gan_steps}{''.join(opts)}")
 
 
 def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
     """Store ``result`` in ``folder``: ``chains.safetensors`` (every model's final codes in float64 and its
-    energy and ``‖z‖²/d`` traces every ``settings.every`` steps in float32, the chains' targets) and
-    ``run.json`` (settings, seconds, shapes, sha256 of the tensors file). No images: the reader decodes
-    them from the codes (:func:`decode`)."""
+    energy and ``‖z‖²/d`` traces every ``settings.every`` steps in float32, a Metropolis-adjusted model's
+    per-chain acceptance, the codes where a model's last segment starts as int16 multiples of the portable
+    grid, the chains' targets) and ``run.json`` (settings, seconds, shapes, sha256 of the tensors file).
+    No images: the reader decodes them from the codes (:func:`decode`)."""
     import hashlib
 
     from safetensors.torch import save_file
+
+    from .guidance import PORTABLE_GRID
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -360,6 +459,13 @@ def save_run(result: IdentityRun, folder=RUN_PATH) -> Path:
         tensors[f"{name}.codes"] = c.codes.double().contiguous()
         tensors[f"{name}.energy"] = c.energy[keep].float().contiguous()
         tensors[f"{name}.sq_norm"] = c.sq_norm[keep].float().contiguous()
+        if c.acceptance is not None:
+            tensors[f"{name}.acceptance"] = c.acceptance.double().contiguous()
+        if name in result.segment_start:               # codes on the portable grid: int16 multiples of it, exact
+            steps_of_grid = result.segment_start[name].double() / PORTABLE_GRID
+            if not torch.equal(steps_of_grid, steps_of_grid.round()) or steps_of_grid.abs().max() > 32767:
+                raise ValueError(f"the {name} codes where the last segment starts must lie on the portable grid")
+            tensors[f"{name}.segment_start"] = steps_of_grid.round().to(torch.int16).contiguous()
     save_file(tensors, folder / "chains.safetensors")
     meta = {"settings": dataclasses.asdict(result.settings), "seconds": result.seconds,
             "dims": {name: c.dim for name, c in result.chains.items()},
@@ -378,6 +484,7 @@ def load_run(folder=RUN_PATH) -> IdentityRun:
     from safetensors.torch import load_file
 
     from .coverage import Chains
+    from .guidance import PORTABLE_GRID
 
     folder = Path(folder)
     if not (folder / "run.json").exists():
@@ -395,9 +502,11 @@ def load_run(folder=RUN_PATH) -> IdentityRun:
         empty = torch.zeros(0)
         chains[name] = Chains(name, "identity", settings.weight, step, n_steps, meta["dims"][name],
                               len(settings.seeds), empty, empty, t[f"{name}.energy"].double(),
-                              t[f"{name}.sq_norm"].double(), t[f"{name}.codes"])
+                              t[f"{name}.sq_norm"].double(), t[f"{name}.codes"], t.get(f"{name}.acceptance"))
         steps[name] = torch.arange(0, n_steps + 1, settings.every)
-    return IdentityRun(settings, t["targets"], chains, steps, meta["seconds"])
+    starts = {name: t[f"{name}.segment_start"].double() * PORTABLE_GRID for name in meta["dims"]
+              if f"{name}.segment_start" in t}
+    return IdentityRun(settings, t["targets"], chains, steps, meta["seconds"], starts)
 
 
 @torch.no_grad()
@@ -425,40 +534,64 @@ def decode(result: IdentityRun, name: str, *, models: dict | None = None) -> tup
 def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool = False) -> dict:
     """Re-run the first ``steps[name]`` Langevin steps of every model's first seed (default: 50 for the
     diffusion model, 400 for the GAN) and compare the energy and ``‖z‖²/d`` traces, step by step, with
-    the stored ones; decode the stored final codes and compare their energy with the trace's last value.
+    the stored ones; where a model's chains have restarts, do the same for the first ``steps[name]``
+    steps of its last segment, from the stored codes where it began (``IdentityRun.segment_start``,
+    with that segment's noise and sampler: the Metropolis-adjusted steps are checked too); decode the
+    stored final codes and compare their energy with the trace's last value.
 
     Returns ``{name: {"steps": k, "trace": max |difference| over the re-run steps, "agree": the share of
     the first seed's chains whose traces all agree to 1e-6, "final": max |difference| of the final
-    energy}}`` (the stored traces are float32: a chain the code makes again on the same kind of CPU
+    energy, "segment": None or {"start": the step where the last segment began, "trace", "agree"} of its
+    re-run}}`` (the stored traces are float32: a chain the code makes again on the same kind of CPU
     differs by about 1e-7, far below anything a chaotic chain that went another way shows; on a CPU
     whose BLAS sums in another order, an AMD against the Intel machine that made the store, a few
     diffusion chains cross a boundary of the portable grid within tens of steps and go their own way,
     so ``agree`` falls below 1 there while a change of the code would bring it near 0)."""
-    from .coverage import coverage_experiment
+    from .coverage import CoverageModel, coverage_experiment
     from .guidance import PORTABLE_GRID
+    from .latent import LatentCode
 
     steps = {"diffusion": 50, "GAN": 400} if steps is None else steps
     s = result.settings
     if not isinstance(steps, dict) or set(steps) != set(result.chains):
         raise ValueError(f"steps must map every model {sorted(result.chains)} to a number of steps, got {steps!r}")
     for name, c in result.chains.items():
-        if not 1 <= steps[name] <= c.steps or steps[name] % s.every:
-            raise ValueError(f"steps[{name!r}] must be a multiple of {s.every} in [1, {c.steps}], got {steps[name]!r}")
+        shortest = min(seg.steps for seg in s.segments(name))
+        if not 1 <= steps[name] <= shortest or steps[name] % s.every:
+            raise ValueError(f"steps[{name!r}] must be a multiple of {s.every} in [1, {shortest}] (the shortest "
+                             f"segment), got {steps[name]!r}")
     energy, models = _energy(), coverage_models(s)
+    n, seed = s.chains, s.seeds[0]
+
+    def compare(name, m, seg, k):
+        again = coverage_experiment({name: dataclasses.replace(m, steps=k, metropolis=seg.metropolis)},
+                                    {"identity": (s.weight, energy)}, seeds=[seed], grid=PORTABLE_GRID,
+                                    noise_offset=seg.restart * RESTART_OFFSET, progress=progress)[name, "identity"]
+        mine = torch.arange(0, k + 1, s.every)
+        rows = (seg.start + mine) // s.every                      # rows of the stored (thinned) traces
+        c = result.chains[name]
+        diff = torch.maximum((again.energy[mine].float().double() - c.energy[rows, :n]).abs().amax(0),
+                             (again.sq_norm[mine].float().double() - c.sq_norm[rows, :n]).abs().amax(0))
+        return float(diff.max()), float((diff <= 1e-6).double().mean())
+
     out = {}
     for name, c in result.chains.items():
-        k = steps[name]
-        m = dataclasses.replace(models[name], steps=k)
-        again = coverage_experiment({name: m}, {"identity": (s.weight, energy)}, seeds=[s.seeds[0]],
-                                    grid=PORTABLE_GRID, progress=progress)[name, "identity"]
-        rows = torch.arange(0, k + 1, s.every)
-        n = s.chains
-        chain = torch.maximum((again.energy[rows].float().double() - c.energy[:len(rows), :n]).abs().amax(0),
-                              (again.sq_norm[rows].float().double() - c.sq_norm[:len(rows), :n]).abs().amax(0))
+        k, m, segs = steps[name], models[name], s.segments(name)
+        trace, agree = compare(name, m, segs[0], k)
+        segment = None
+        if len(segs) > 1:
+            if name not in result.segment_start:
+                raise ValueError(f"the run does not hold the codes where the {name} chains' last segment began; "
+                                 f"store it again with this version of save_run")
+            flat = result.segment_start[name][:n].to(torch.float64)
+            z0 = m.codes(seed)
+            start = z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
+            resumed = CoverageModel(m.generator, lambda _: start, m.step_size, k, batch_seeds=m.batch_seeds)
+            seg_trace, seg_agree = compare(name, resumed, segs[-1], k)
+            segment = {"start": segs[-1].start, "trace": seg_trace, "agree": seg_agree}
         _, images = decode(result, name, models=models)
         final = float((energy(images).double().float().double() - c.energy[-1]).abs().max())
-        out[name] = {"steps": k, "trace": float(chain.max()), "agree": float((chain <= 1e-6).double().mean()),
-                     "final": final}
+        out[name] = {"steps": k, "trace": trace, "agree": agree, "final": final, "segment": segment}
     return out
 
 
