@@ -95,6 +95,21 @@ unadjusted chains sat outside the prior's typical set by more than p(z) does, an
 back (diffusion |z|^2/d 1.05-1.06 by bucket, from 1.06-1.2; GAN 1.28-1.49, from 1.32-1.6). Success (judge)
 diffusion 0.21 / 0.19 / 0.29, GAN 0.02 / 0.08 / 0.12; diffusion - GAN +0.19 [0.04, 0.40], +0.10 [-0.02, 0.19],
 +0.17 [0.04, 0.33]; rarer -0.08 [-0.33, 0.08], -0.02 [-0.27, 0.21]. So both were extended once more (below).
+
+The stored run now (2026-12-06, ``--extend 800 --metropolis --save`` (37 min), then ``--extend 4000 --model GAN
+--metropolis --save`` (11 min); rebuild from scratch with the command in its run.json): diffusion 2,400 unadjusted +
+1,600 adjusted steps, GAN 8,000 + 6,000. Acceptance 0.31 (diffusion; 8 of 144 chains below 0.05: stuck where the
+energy is sharpest) and 0.41 (GAN). Over the adjusted steps (windows of 800 / 3,000 steps) both energies settle
+(diffusion -0.0096 [-0.0186, -0.0063], GAN -0.009 [-0.030, -0.004]); |z|^2/d does not (diffusion -0.024 [-0.085,
+-0.007]: one chain at 9.5 when the adjusted steps began coming back, without it -0.0096 [-0.0172, -0.0027], settled;
+GAN -0.042 [-0.079, -0.011], still drifting back towards the prior from 1.27-1.41). The adjusted steps lowered the
+mean energy (last windows before / after: diffusion 0.298 / 0.268, GAN 0.286 / 0.262): the unadjusted chains sat
+above p(z)'s energies. Success (judge) diffusion 0.21 / 0.19 / 0.27, GAN 0.02 / 0.02 / 0.17; diffusion - GAN +0.19
+[0.08, 0.37] (reproduces), +0.17 [0.06, 0.33] (reproduces), +0.10 [-0.06, 0.38] (inconclusive); rarer -0.02 [-0.23,
+0.17], -0.08 [-0.29, 0.19]. The GAN's rare and held-out success moved (0.08 -> 0.02, 0.12 -> 0.17) between 2,000
+and 6,000 adjusted steps, and with it which of those two buckets resolves. Next, if more is wanted: a smaller
+diffusion step for the adjusted part (acceptance 0.31 is below the efficient 0.57, and the stuck chains would move)
+or more targets per bucket, which is what the intervals need.
 """
 
 import argparse
