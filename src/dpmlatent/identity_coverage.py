@@ -342,17 +342,14 @@ def _continue(old, m, settings: Settings, seg: Segment, energy, progress: bool):
     """``old`` :class:`~dpmlatent.coverage.Chains` continued from their final codes through ``seg``
     (noise offset ``seg.restart · RESTART_OFFSET``): traces concatenated, the new final codes and
     images, the acceptance averaged over every adjusted step."""
-    from .coverage import CoverageModel, coverage_experiment
+    from .coverage import CoverageModel, _code_of, coverage_experiment
     from .guidance import PORTABLE_GRID
-    from .latent import LatentCode
 
     s, n = settings, settings.chains
 
     def stored(seed: int):
         i = s.seeds.index(seed)
-        flat = old.codes[i * n:(i + 1) * n].to(torch.float64)
-        z0 = m.codes(seed)
-        return z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
+        return _code_of(m.codes(seed), old.codes[i * n:(i + 1) * n])
 
     more = coverage_experiment({old.model: CoverageModel(m.generator, stored, m.step_size, seg.steps,
                                                          batch_seeds=m.batch_seeds, metropolis=seg.metropolis)},
@@ -516,7 +513,7 @@ def decode(result: IdentityRun, name: str, *, models: dict | None = None) -> tup
     :func:`coverage_models` of the run's settings, if the caller has them already)."""
     if name not in result.chains:
         raise ValueError(f"name must be one of {sorted(result.chains)}, got {name!r}")
-    from .latent import LatentCode
+    from .coverage import _code_of
 
     m = (coverage_models(result.settings) if models is None else models)[name]
     starts = [m.codes(seed) for seed in result.settings.seeds]
@@ -524,10 +521,8 @@ def decode(result: IdentityRun, name: str, *, models: dict | None = None) -> tup
     codes = result.chains[name].codes
     before, after = [], []
     for i, z0 in enumerate(starts):
-        flat = codes[i * n:(i + 1) * n].to(torch.float64)
-        z = z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
         before.append(m.generator(z0))
-        after.append(m.generator(z))
+        after.append(m.generator(_code_of(z0, codes[i * n:(i + 1) * n])))
     return torch.cat(before), torch.cat(after)
 
 
@@ -547,9 +542,8 @@ def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool
     whose BLAS sums in another order, an AMD against the Intel machine that made the store, a few
     diffusion chains cross a boundary of the portable grid within tens of steps and go their own way,
     so ``agree`` falls below 1 there while a change of the code would bring it near 0)."""
-    from .coverage import CoverageModel, coverage_experiment
+    from .coverage import CoverageModel, _code_of, coverage_experiment
     from .guidance import PORTABLE_GRID
-    from .latent import LatentCode
 
     steps = {"diffusion": 50, "GAN": 400} if steps is None else steps
     s = result.settings
@@ -583,9 +577,7 @@ def verify_run(result: IdentityRun, *, steps: dict | None = None, progress: bool
             if name not in result.segment_start:
                 raise ValueError(f"the run does not hold the codes where the {name} chains' last segment began; "
                                  f"store it again with this version of save_run")
-            flat = result.segment_start[name][:n].to(torch.float64)
-            z0 = m.codes(seed)
-            start = z0.unflatten(flat) if isinstance(z0, LatentCode) else flat.reshape(z0.shape)
+            start = _code_of(m.codes(seed), result.segment_start[name][:n])
             resumed = CoverageModel(m.generator, lambda _: start, m.step_size, k, batch_seeds=m.batch_seeds)
             seg_trace, seg_agree = compare(name, resumed, segs[-1], k)
             segment = {"start": segs[-1].start, "trace": seg_trace, "agree": seg_agree}
