@@ -16,15 +16,28 @@ symmetrically. Columns as in ``benchmarks/edit_quality.py`` (strength = scale of
                                                 [--per-step] [--eta 0.5] [--seed 0] [--dtype float64]
 
 float64 by default, as in chapter 7: learning amplifies float32 rounding, which differs between CPUs.
+
+Chapter 7b's shifts (Asyrp as the official code trains them: ``dpmlatent.asyrp``) are trained and
+stored by
+
+    .venv/bin/python benchmarks/hspace_edits.py --train-shifts [--save] [--seeds 0 1 2] [--kinds constant delta]
+                                                [--num-images 100] [--steps 40] [--epochs 5] [--batch-size 1]
+                                                [--lr 0.5] [--lr-step 3] [--lr-gamma 0.1] [--edit-threshold 0.33]
+
+which prints the editing strength, the t_edit it gives, and each training's loss and time, and with
+``--save`` writes ``results/asyrp_shifts/`` (``asyrp.save_shifts``; the chapter loads it and re-runs the
+first steps of every training).
 """
 
 import argparse
+import dataclasses
 import math
+import time
 
 import torch
 from diffusers import DDIMScheduler
 
-from dpmlatent import data, zoo
+from dpmlatent import asyrp, data, zoo
 from dpmlatent.edit_experiment import edit_task, evaluate_edit, format_edit_table
 from dpmlatent.encoder import ddim_invert, dpm_encode
 from dpmlatent.hspace import asyrp_decode, directional_clip_loss, edit_steps, learn_delta_h, record_trajectory
@@ -33,10 +46,12 @@ from dpmlatent.text import caption
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps of inversion and decoding")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps of inversion and decoding (default 20; with --train-shifts 40)")
     parser.add_argument("--t-edit", type=int, default=400, help="edit the steps with t >= t_edit")
     parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default 0.05, Adam; with --train-shifts 0.5, SGD as in Asyrp's code)")
     parser.add_argument("--recon-weight", type=float, default=1.0)
     parser.add_argument("--per-step", action="store_true", help="one delta_h per edited step")
     parser.add_argument("--train-images", type=int, default=128)
@@ -45,9 +60,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    parser.add_argument("--train-shifts", action="store_true", help="train chapter 7b's shifts (asyrp.train_shifts)")
+    parser.add_argument("--save", action="store_true", help="with --train-shifts: store them in results/asyrp_shifts")
+    defaults = asyrp.ShiftSettings()
+    for field in dataclasses.fields(asyrp.ShiftSettings):
+        value = getattr(defaults, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if flag in ("--steps", "--lr"):
+            continue                                      # chapter 7's options, defaults set after parsing
+        if isinstance(value, tuple):
+            parser.add_argument(flag, nargs="+", type=int if field.name == "seeds" else str, default=None,
+                                help=f"with --train-shifts (default {' '.join(map(str, value))})")
+        else:
+            parser.add_argument(flag, type=type(value), default=None, help=f"with --train-shifts (default {value})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.train_shifts:
+        return train_shifts(args)
+    args.steps = 20 if args.steps is None else args.steps
+    args.lr = 0.05 if args.lr is None else args.lr
 
     dtype = getattr(torch, args.dtype)
     pipe = zoo.load("ddpm-handwritten", dtype=dtype)
@@ -87,6 +119,33 @@ def main() -> None:
                                               domain_classifier=domain_clf, clip=clip))
     print("\n64 thin held-out digits; strength = scale of delta_h; 'sym' = the shift fed to the whole step")
     print(format_edit_table(rows))
+
+
+def train_shifts(args) -> None:
+    """Train (and with --save store) chapter 7b's shifts; print the editing strength and each training."""
+    chosen = {}
+    for field in dataclasses.fields(asyrp.ShiftSettings):
+        value = getattr(args, field.name, None)                    # None: not given, the setting's default
+        if value is not None:
+            chosen[field.name] = tuple(value) if isinstance(value, list) else value
+    settings = asyrp.ShiftSettings(**chosen)
+    start = time.perf_counter()
+    inputs = asyrp.shift_inputs(settings)
+    s = inputs.strength
+    print(f"editing strength of {settings.num_images} training digits ({settings.steps} DDIM steps; perceptual "
+          f"distance on {settings.distance_network}):")
+    print("     t  d(x, P_t)  d(x, x_t)")
+    for t, c, n in zip(s.timesteps.tolist(), s.clean.tolist(), s.noisy.tolist()):
+        print(f"  {t:4d}     {c:.3f}      {n:.3f}")
+    print(f"text cosine {inputs.loss.text_cosine:.3f}: t_edit = {inputs.t_edit} (d(x, P_t) >= "
+          f"{settings.edit_threshold:g} x {inputs.loss.text_cosine:.3f}); {time.perf_counter() - start:.0f} s")
+    run = asyrp.train_shifts(settings, inputs=inputs)
+    print(f"{'kind':9} {'seed':>4} {'steps':>6} {'loss, first 100':>16} {'last 100':>9} {'seconds':>8}")
+    for (kind, seed), losses in run.losses.items():
+        print(f"{kind:9} {seed:4d} {len(losses):6d} {float(losses[:100].mean()):16.4f} "
+              f"{float(losses[-100:].mean()):9.4f} {run.seconds[kind, seed]:8.0f}")
+    if args.save:
+        print("stored in", asyrp.save_shifts(run))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Asyrp as the official code runs it: f_t (DeltaBlock), training along the edited trajectory, the
 official loss, t_edit / t_boost by editing strength, and boosting in asyrp_decode."""
 
+import dataclasses
 import math
 
 import pytest
@@ -152,6 +153,22 @@ def test_learn_shift_lowers_its_loss_and_leaves_the_unet_frozen(tiny_unet, kind)
         learn_shift(tiny_unet, sched, z, images, shift, _brighter, t_edit=300, lr_gamma=0.0)
     with pytest.raises(TypeError, match="shift must be a torch.nn.Module"):
         learn_shift(tiny_unet, sched, z, images, torch.zeros(16, 4, 4), _brighter, t_edit=300)
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        learn_shift(tiny_unet, sched, z, images, shift, _brighter, t_edit=300, max_steps=0)
+
+
+def test_learn_shift_max_steps_stops_a_run_where_the_full_run_was(tiny_unet):
+    sched = _ddim()
+    z = _code(sched, n=4, steps=6)
+    with torch.no_grad():
+        images = decode(tiny_unet, sched, z, eta=0.0)
+    runs = []
+    for max_steps in (None, 7):
+        shift = DeltaBlock.for_unet(tiny_unet, generator=torch.Generator().manual_seed(0))
+        runs.append(learn_shift(tiny_unet, sched, z, images, shift, _brighter, t_edit=300, epochs=2, batch_size=2,
+                                lr=5.0, generator=torch.Generator().manual_seed(0), max_steps=max_steps,
+                                progress=False).losses)
+    assert len(runs[1]) == 7 and runs[1] == runs[0][:7]               # the same steps, cut short (across a batch)
 
 
 def test_learn_shift_walks_the_edited_trajectory(tiny_unet):
@@ -236,5 +253,51 @@ def test_pick_timestep_and_editing_strength(tiny_unet):
     for thr in (float(s.clean[2]), float(s.clean.max())):
         assert s.t_edit(thr) == int(z.timesteps[s.clean >= thr].min())
     assert s.t_boost(float(s.noisy[1])) == int(z.timesteps[s.noisy >= float(s.noisy[1])].min())
+    pairs = [float(l2(images[i:i + 1], images[j:j + 1])) for i in range(3) for j in range(3) if i != j]
+    assert math.isclose(s.unrelated, sum(pairs) / len(pairs), rel_tol=1e-6)   # every ordered pair i != j
     with pytest.raises(ValueError, match="images must have the shape"):
         editing_strength(tiny_unet, sched, z, images[:1], l2)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        editing_strength(tiny_unet, sched, z[:1], images[:1], l2)
+
+
+@pytest.mark.slow
+def test_stored_shifts_train_save_load_and_verify(tmp_path):
+    """The stored-shift machinery of chapter 7b at a tiny size, on the zoo's models: t_edit chosen by the
+    editing strength, both kinds trained, stored, loaded into modules that give the same shift, and
+    verified by re-running their first steps; a change of the settings is caught."""
+    from dpmlatent.asyrp import (ShiftSettings, load_shifts, save_shifts, shift_inputs, train_shifts,
+                                 verify_shifts)
+
+    settings = ShiftSettings(seeds=(0, 1), num_images=3, steps=10, epochs=1)
+    inputs = shift_inputs(settings)
+    es = inputs.strength
+    assert inputs.t_edit == pick_timestep(es.timesteps, es.clean, 0.33 * inputs.loss.text_cosine * es.unrelated)
+    run = train_shifts(settings, inputs=inputs, progress=False)
+    n_edit = edit_steps(inputs.z.timesteps, inputs.t_edit)
+    assert set(run.shifts) == {(k, s) for k in ("constant", "delta") for s in (0, 1)}
+    assert all(len(v) == 3 * n_edit for v in run.losses.values())
+    assert not torch.equal(run.shifts["delta", 0].conv1.weight, run.shifts["delta", 1].conv1.weight)
+    save_shifts(run, tmp_path)
+    back = load_shifts(inputs.unet, tmp_path)
+    assert back.t_edit == run.t_edit and back.settings == settings
+    h = torch.randn(2, 64, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        temb = timestep_embedding(inputs.unet, 500, h)
+    for key, module in run.shifts.items():
+        assert torch.equal(back.shifts[key](h, temb), module(h, temb)), key
+        assert torch.equal(back.losses[key], run.losses[key])
+    check = verify_shifts(back, inputs, steps=5)
+    assert set(check) == set(run.shifts) and max(check.values()) < 1e-10
+    changed = dataclasses.replace(settings, lr=0.25)
+    moved = verify_shifts(dataclasses.replace(back, settings=changed), inputs, steps=5)
+    assert max(moved.values()) > 1e-6                         # a change of the settings shows at once
+    (tmp_path / "shifts.safetensors").write_bytes(b"x" + (tmp_path / "shifts.safetensors").read_bytes()[1:])
+    with pytest.raises(ValueError, match="sha256"):
+        load_shifts(inputs.unet, tmp_path)
+    with pytest.raises(FileNotFoundError, match="--train-shifts"):
+        load_shifts(inputs.unet, tmp_path / "none")
+    with pytest.raises(ValueError, match="kinds must be"):
+        ShiftSettings(kinds=("linear",))
+    with pytest.raises(ValueError, match="num_images must be a positive integer"):
+        ShiftSettings(num_images=0)

@@ -206,3 +206,37 @@ def test_fmt_mean_and_count_calls():
     assert calls == {0: 2, 1: 1}
     a(torch.zeros(1, 2))                                                   # hooks are gone after the block
     assert calls == {0: 2, 1: 1}
+
+
+def test_perceptual_distance_is_lpips_shaped_on_the_cnn_features():
+    from dpmlatent.classifier import ClassifierConfig
+
+    torch.manual_seed(0)
+    net = DigitClassifier(ClassifierConfig(num_classes=2)).eval()
+    a = torch.rand(6, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    b = torch.rand(6, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    d = metrics.perceptual_distance(net, a, b)
+    assert d.shape == (6,) and d.dtype == torch.float64
+    assert torch.equal(metrics.perceptual_distance(net, a, a), torch.zeros(6, dtype=torch.float64))
+    assert ((d > 0) & (d <= 1)).all()
+    assert torch.allclose(d, metrics.perceptual_distance(net, b, a))                 # symmetric
+    # the formula by hand: unit channel vectors after each convolution's activation, squared distance / 4,
+    # mean over positions, mean over the three layers
+    layers, x, y, total = 0, a.float(), b.float(), torch.zeros(6, dtype=torch.float64)
+    for m in net.body:
+        x, y = m(x), m(y)
+        if isinstance(m, torch.nn.GELU) and layers < 3:
+            ux = x.double() / (x.double().norm(dim=1, keepdim=True) + 1e-10)
+            uy = y.double() / (y.double().norm(dim=1, keepdim=True) + 1e-10)
+            total += ((ux - uy) ** 2).sum(1).flatten(1).mean(1) / 4
+            layers += 1
+    assert torch.allclose(d, total / 3, atol=1e-6)
+    # a small change of the image is a small distance; a far one is larger
+    near = metrics.perceptual_distance(net, a, (a + 0.01).clamp(-1, 1))
+    assert (near < d).all()
+    with pytest.raises(TypeError, match="CNN"):
+        metrics.perceptual_distance(DigitClassifier(ClassifierConfig(arch="mlp")), a, b)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.perceptual_distance(net, a, b[:3])
+    with pytest.raises(ValueError, match=r"\(N, 1, 8, 8\)"):
+        metrics.perceptual_distance(net, torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4))

@@ -6,6 +6,8 @@
   ``FD = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``;
 * faithfulness of an image to a reference: :func:`psnr` and :func:`ssim`, per image, computed
   by torchmetrics (on the images' device and dtype);
+* a perceptual distance in the form of LPIPS (Zhang et al. 2018) on a zoo CNN's convolutional
+  features: :func:`perceptual_distance` (Asyrp's editing strength at 8x8, chapter 7b);
 * agreement of an image with a text, measured with an open_clip model (the zoo's ``clip-digits``):
   :func:`clip_score` and the directional :func:`clip_direction` of an edit.
 """
@@ -21,7 +23,7 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "ink", "slant", "class_median_split", "clean_paths", "interpolation_pairs", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "perceptual_distance", "ink", "slant", "class_median_split", "clean_paths", "interpolation_pairs", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -286,6 +288,51 @@ def ssim(images: torch.Tensor, reference: torch.Tensor, *, data_range: float = 2
                          f"got {kernel_size!r}")
     return structural_similarity_index_measure(images, reference, data_range=data_range,
                                                kernel_size=kernel_size, reduction="none")
+
+
+def perceptual_distance(network, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """An LPIPS-like distance (Zhang et al. 2018, the "lin-free" baseline form) between each image and
+    its reference, on the activations of a zoo CNN (:class:`dpmlatent.classifier.DigitClassifier`,
+    ``arch="cnn"``) after each of its ``L = 3`` convolutions:
+
+        d(x, y) = (1 / L) sum_l mean_{h, w} || f_l(x)_{hw} / |f_l(x)_{hw}| - f_l(y)_{hw} / |f_l(y)_{hw}| ||^2 / 4,
+
+    each position's channel vector scaled to unit length (as LPIPS does), uniform weights over layers
+    in place of LPIPS's learned ones, and divided by 4 so that ``d`` lies in ``[0, 1]`` (0: the same
+    features; 1: opposite unit vectors everywhere). LPIPS's own weights are fitted to human judgements
+    of photographs, which 8x8 digits have none of: the scale of ``d`` is not LPIPS's, and thresholds
+    taken from work that used LPIPS must be read as such (chapter 7b).
+
+    Args:
+        network: a CNN ``DigitClassifier`` (e.g. ``zoo.load("domain-classifier")``); run in its own
+            dtype on its own device, so a float32 network reads float64 images.
+        images, reference: ``(N, 1, 8, 8)`` in ``[-1, 1]``, of the same shape.
+
+    Returns:
+        ``(N,)`` float64 on ``images``' device, 0 for identical images.
+    """
+    _check_pair(images, reference)
+    layers = [m for m in getattr(network, "body", ()) if isinstance(m, torch.nn.Conv2d)]
+    if not layers:
+        raise TypeError(f"network must be a CNN DigitClassifier (arch='cnn') with convolutions in .body, "
+                        f"got {type(network).__name__}")
+    ref = next(network.parameters())
+    both = torch.cat([images, reference]).to(ref.device, ref.dtype)
+    if tuple(both.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"images must be (N, 1, 8, 8), got {tuple(images.shape)}")
+    total = torch.zeros(len(images), dtype=torch.float64, device=ref.device)
+    x, seen = both, 0
+    with torch.no_grad():
+        for module in network.body:
+            x = module(x)
+            if isinstance(module, torch.nn.GELU):               # the activation after a convolution
+                unit = x.double() / (x.double().norm(dim=1, keepdim=True) + 1e-10)
+                a, b = unit[:len(images)], unit[len(images):]
+                total += ((a - b) ** 2).sum(1).flatten(1).mean(1) / 4
+                seen += 1
+                if seen == len(layers):
+                    break
+    return (total / seen).to(images.device)
 
 
 def _prompt_list(prompts, n: int, name: str) -> list[str]:
