@@ -110,6 +110,20 @@ above p(z)'s energies. Success (judge) diffusion 0.21 / 0.19 / 0.27, GAN 0.02 / 
 and 6,000 adjusted steps, and with it which of those two buckets resolves. Next, if more is wanted: a smaller
 diffusion step for the adjusted part (acceptance 0.31 is below the efficient 0.57, and the stuck chains would move)
 or more targets per bucket, which is what the intervals need.
+
+The stored run now (2026-12-06, ``--extend 6000 --model GAN --metropolis --save`` (16 min), then ``--extend 800
+--metropolis --save`` twice (45 and 38 min), AMD EPYC, 2 threads): diffusion 2,400 unadjusted + 3,200 adjusted
+steps (acceptance 0.25; 12 of 144 chains below 0.05), GAN 8,000 + 12,000 (0.38). BOTH SETTLE in both diagnostics:
+over the adjusted steps (windows of 1,400 / 5,000 steps) diffusion energy -0.0093 [-0.0175, -0.0057], |z|^2/d
+-0.0044 [-0.0115, 0.0025]; GAN energy -0.0047 [-0.0088, -0.0023], |z|^2/d -0.011 [-0.053, 0.029] (after 2,400
+adjusted diffusion steps the returning chain still failed it: -0.020 [-0.060, -0.008]). |z|^2/d by bucket: diffusion
+1.03-1.06, GAN 1.25-1.42 (11 chains above 2). Success (judge) diffusion 0.15 / 0.17 / 0.29, GAN 0.04 / 0.02 / 0.10;
+diffusion - GAN +0.10 [-0.06, 0.33] (inconclusive), +0.15 [0.04, 0.29] (reproduces), +0.19 [-0.02, 0.40]
+(inconclusive); rarer +0.04 [-0.21, 0.26], +0.08 [-0.21, 0.35]; looser judge (5%): -0.00 [-0.23, 0.19], +0.17
+[0.06, 0.25], +0.06 [-0.21, 0.27]. At 12,000 GAN + 1,600 diffusion adjusted steps (between the two extensions):
++0.17 [-0.02, 0.35], +0.17 [0.06, 0.31], +0.17 [-0.02, 0.44]. Which buckets resolve moved at every stopping point
+(each chain is judged by its last sample only); the diffusion model was ahead in every bucket at all of them. Next:
+store codes at several points of the adjusted stretch and judge each chain's time average.
 """
 
 import argparse

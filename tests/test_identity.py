@@ -304,6 +304,7 @@ def test_identity_coverage_settings_reject_bad_values():
     assert later.segments("diffusion") == [ic.Segment(0, 10, 0, False), ic.Segment(10, 20, 1, False),
                                            ic.Segment(20, 30, 2, True)]
     assert later.adjusted_steps("diffusion") == 10 and later.adjusted_steps("GAN") == 0
+    assert later.metropolis_start("diffusion") == later.diffusion_metropolis_from and later.metropolis_start("GAN") is None
     assert ic.coverage_models(later)["diffusion"].steps == 10      # the first segment; run() continues it
     with pytest.raises(ValueError, match="model must be"):
         later.segments("vae")

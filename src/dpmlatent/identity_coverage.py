@@ -247,6 +247,10 @@ class Settings:
         """How many of ``model``'s steps are Metropolis-adjusted (0 for unadjusted chains)."""
         return sum(seg.steps for seg in self.segments(model) if seg.metropolis)
 
+    def metropolis_start(self, model: str) -> int | None:
+        """The Langevin step where ``model``'s Metropolis-adjusted steps begin (``None``: none are)."""
+        return next((seg.start for seg in self.segments(model) if seg.metropolis), None)
+
 
 @dataclasses.dataclass
 class IdentityRun:
