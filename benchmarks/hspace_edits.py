@@ -137,8 +137,9 @@ def train_shifts(args) -> None:
     print("     t  d(x, P_t)  d(x, x_t)")
     for t, c, n in zip(s.timesteps.tolist(), s.clean.tolist(), s.noisy.tolist()):
         print(f"  {t:4d}     {c:.3f}      {n:.3f}")
-    print(f"text cosine {inputs.loss.text_cosine:.3f}: t_edit = {inputs.t_edit} (d(x, P_t) >= "
-          f"{settings.edit_threshold:g} x {inputs.loss.text_cosine:.3f}); {time.perf_counter() - start:.0f} s")
+    print(f"text cosine {inputs.loss.text_cosine:.3f}, unrelated digits {s.unrelated:.3f} apart: t_edit = {inputs.t_edit} "
+          f"(d(x, P_t) >= {settings.edit_threshold:g} x {inputs.loss.text_cosine:.3f} x {s.unrelated:.3f}); "
+          f"{time.perf_counter() - start:.0f} s")
     run = asyrp.train_shifts(settings, inputs=inputs)
     print(f"{'kind':9} {'seed':>4} {'steps':>6} {'loss, first 100':>16} {'last 100':>9} {'seconds':>8}")
     for (kind, seed), losses in run.losses.items():
