@@ -55,6 +55,12 @@ def test_matched_direction_brackets_the_level_between_two_scales(tmp_path):
     assert p.strength * 2.0 == pytest.approx(0.35)
     assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
     assert torch.equal(p.hi["ink"][1], direct(0.4, 1)["ink"])
+    from dpmlatent import metrics                 # features for an FD at the matched point, per input and seed
+    f = matched_direction(edit, task, directions, level, digit_classifier=clf, domain_classifier=dom,
+                          scale_step=0.1, max_scale=2.0, start=1.0, feature_network=clf)
+    assert f.steps == p.steps and f.hi["features"].shape == (6, 2, metrics.classify(clf, task.images)[1].shape[1])
+    assert torch.equal(f.hi["features"][:, 1], metrics.classify(clf, edit(directions[1], 0.4))[1].double())
+    assert "features" not in p.hi and f.scores == p.scores
     from dpmlatent.run_store import RunStore   # through a store: recorded, read back with two runs re-made
     kw = dict(digit_classifier=clf, domain_classifier=dom, scale_step=0.1, max_scale=2.0, start=1.0, label="pixels")
     rec = RunStore.open(tmp_path / "runs")

@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from dpmlatent.encoder import dpm_encode
 from dpmlatent.hspace import (asymmetric_step, asyrp_decode, bottleneck, directional_clip_loss, edit_steps,
-                              learn_delta_h, predicted_x0, record_trajectory, shift_bottleneck)
+                              learn_delta_h, predicted_x0, record_trajectory, shift_bottleneck, step_weights)
 from dpmlatent.latent import decode, denoiser_output, sample_latent, step_with_noise
 
 
@@ -74,6 +74,38 @@ def test_asymmetric_step_moves_only_the_predicted_clean_image(tiny_unet):
         assert torch.equal(asymmetric_step(tiny_unet, sched, x, t, dh, noise, eta=0.5, asymmetric=False), symmetric)
 
 
+def test_an_eps_space_shift_moves_the_step_by_w_p_times_the_shift(tiny_unet):
+    """space="eps" adds the shift to the model's output: the asymmetric step then moves x_{t-1} by
+    w_P * d_eps and the symmetric one by (w_P + w_D) * d_eps (step_weights, read off the scheduler)."""
+    sched = _ddim(clip_sample=False)
+    sched.set_timesteps(10)
+    x, noise, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.randn(2, 1, 8, 8, dtype=torch.float64), \
+        sched.timesteps[2]
+    unet = copy.deepcopy(tiny_unet).double()
+    d_eps = torch.randn(1, 8, 8, dtype=torch.float64)
+    w_p, w_d = step_weights(sched, t, 0.5, torch.zeros(1, dtype=torch.float64))
+    with torch.no_grad():
+        plain = asymmetric_step(unet, sched, x, t, None, noise, eta=0.5)
+        asym = asymmetric_step(unet, sched, x, t, d_eps, noise, eta=0.5, space="eps")
+        sym = asymmetric_step(unet, sched, x, t, d_eps, noise, eta=0.5, space="eps", asymmetric=False)
+        assert torch.allclose(asymmetric_step(unet, sched, x, t, torch.zeros_like(d_eps), noise, eta=0.5,
+                                              space="eps"), plain, atol=1e-12)
+    assert torch.allclose(asym - plain, w_p * d_eps, atol=1e-12)
+    assert torch.allclose(sym - plain, (w_p + w_d) * d_eps, atol=1e-12)
+    with pytest.raises(ValueError, match="space must be 'h' or 'eps'"):
+        asymmetric_step(unet, sched, x, t, d_eps, noise, eta=0.5, space="x")
+    with pytest.raises(TypeError, match="an 'eps' shift must be a tensor"):
+        asymmetric_step(unet, sched, x, t, lambda h: h, noise, eta=0.5, space="eps")
+    z = sample_latent((2, 1, 8, 8), sched, 10, 0.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(asyrp_decode(unet, sched, z, d_eps, t_edit=400, eta=0.0, scale=0.0, space="eps"),
+                           decode(unet, sched, z, eta=0.0))
+        moved = asyrp_decode(unet, sched, z, d_eps, t_edit=400, eta=0.0, space="eps")
+    assert (moved - decode(unet, sched, z, eta=0.0)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="space must be 'h' or 'eps'"):
+        asyrp_decode(unet, sched, z, d_eps, t_edit=400, eta=0.0, space="h-space")
+
+
 def test_asymmetric_step_with_ddpm(tiny_unet):
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     sched.set_timesteps(10)
@@ -116,6 +148,11 @@ def _trajectories(unet, sched, n=4, steps=6):
             assert torch.equal(states[k], x)
             x = step_with_noise(sched, denoiser_output(unet, x, t), t, x, torch.zeros_like(x), 0.0)
     assert states.shape == (steps, n, 1, 8, 8)
+    for k in (1, 3, steps):                                       # the first k states only, the same ones
+        assert torch.equal(record_trajectory(unet, sched, z, eta=0.0, num_states=k), states[:k])
+    for bad in (0, steps + 1, 2.0, True):
+        with pytest.raises(ValueError, match="num_states must be an integer"):
+            record_trajectory(unet, sched, z, eta=0.0, num_states=bad)
     return states, z.timesteps
 
 
@@ -241,6 +278,20 @@ def test_matched_asyrp_brackets_the_level_between_two_scales_of_every_direction(
     assert p.strength * 4.0 == pytest.approx(1.25)                 # the matched scale
     assert float(p.values("ssim").mean()) == pytest.approx(level, abs=1e-12)
     assert torch.equal(p.hi["ink"][1], direct(1.5, 1)["ink"])
+    pixels = {s: torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s)) for s in (0, 1)}
+
+    def direct_eps(scale, seed):                                   # a shift of the model's output, scored directly
+        with torch.no_grad():
+            out = asyrp_decode(tiny_unet, sched, z, pixels[seed], t_edit=300, eta=0.0, scale=scale, space="eps")
+        return edit_scores(task, out, digit_classifier=clf, domain_classifier=dom)
+
+    ssim_eps = {k: float(torch.stack([direct_eps(k * 0.5, s)["ssim"] for s in (0, 1)]).mean()) for k in (2, 3)}
+    assert ssim_eps[2] > ssim_eps[3]
+    e = matched_asyrp(tiny_unet, sched, task, z, pixels, (ssim_eps[2] + ssim_eps[3]) / 2, t_edit=300,
+                      digit_classifier=clf, domain_classifier=dom, scale_step=0.5, max_scale=4.0, start=1.0,
+                      space="eps", feature_network=clf)
+    assert e.steps == (2, 3) and torch.equal(e.hi["ssim"][0], direct_eps(1.5, 0)["ssim"])
+    assert e.hi["features"].shape[:2] == (6, 2)
     with pytest.raises(ValueError, match="whole multiple"):
         matched_asyrp(tiny_unet, sched, task, z, directions, level, t_edit=300, digit_classifier=clf,
                       domain_classifier=dom, scale_step=0.3, max_scale=4.0)

@@ -20,8 +20,10 @@ steps of the *unedited* trajectories. The official code differs in four ways, al
 4. **t_edit and t_boost** (:class:`EditingStrength`): ``t_edit`` is the smallest timestep at which
    the mean perceptual distance between the images and their predicted clean images ``P_t`` reaches
    ``0.33 * cos(T_src, T_trg)`` (LPIPS in the paper); ``t_boost`` the smallest at which the distance
-   between the images and their noisy states ``x_t`` reaches 1.2; the steps below ``t_boost`` are
-   stochastic (``asyrp_decode(..., t_boost=...)``).
+   between the images and their noisy states ``x_t`` reaches 1.2 (the README's flags) or, the official
+   code's default, at which the distance to ``P_t`` reaches 0.1; the steps below ``t_boost`` are
+   stochastic (``asyrp_decode(..., t_boost=...)``). Chapter 7b reads these thresholds in units of the
+   distance between two different images (``EditingStrength.unrelated``), as no 8x8 distance is LPIPS.
 """
 
 from __future__ import annotations
@@ -220,7 +222,7 @@ def learn_shift(unet, scheduler, z: LatentCode, images: torch.Tensor, shift: tor
     n_edit = edit_steps(z.timesteps, t_edit)
     sched = unclipped_copy(scheduler, z.num_inference_steps)
     shift.to(device=images.device, dtype=images.dtype).requires_grad_(True)    # trainable again after a first run
-    states = record_trajectory(unet, sched, z, eta=0.0)[:n_edit]            # the original trajectory
+    states = record_trajectory(unet, sched, z, eta=0.0, num_states=n_edit)   # the original trajectory
 
     def predict(x, t):
         return predicted_x0(sched, denoiser_output(unet, sched.scale_model_input(x, t), t), t, x)
@@ -419,7 +421,7 @@ def shift_inputs(settings: ShiftSettings = ShiftSettings(), *, device=None) -> S
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     clip = zoo.load(settings.clip, device=device, dtype=dtype)
     clip[0].requires_grad_(False)
-    network = zoo.load(settings.distance_network, device=device)
+    network = zoo.load(settings.distance_network, device=device, dtype=dtype)   # float64: CPU-independent distances
     images = data.handwritten_digits("train").images[:settings.num_images].to(unet.device, dtype)
     z = ddim_invert(unet, scheduler, images, num_inference_steps=settings.steps)
     loss = asyrp_loss(*clip, [caption(d, "handwritten") for d in range(10)],

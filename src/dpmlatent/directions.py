@@ -62,7 +62,8 @@ def mean_difference(codes: torch.Tensor, positive: torch.Tensor, negative: torch
 
 def matched_direction(edit: Callable[[object, float], torch.Tensor], task, directions: dict, level: float, *,
                       digit_classifier, domain_classifier, scale_step: float, max_scale: float, clip=None,
-                      start: float | None = None, label: str = "direction", max_moves: int = 40, store=None):
+                      start: float | None = None, label: str = "direction", max_moves: int = 40, store=None,
+                      feature_network=None):
     """Edit ``task``'s inputs along each of ``directions`` at the scale where the mean SSIM to the
     inputs is ``level``, and score every edit there.
 
@@ -81,10 +82,14 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
             recorded into it). ``edit`` is opaque, so the key is ``label`` (name the space and its
             model there), the inputs, the direction's seed and the scale, not the direction's values
             (they move with the CPU's rounding); the store's random re-made runs catch a changed edit.
+        feature_network: a classifier whose features (:func:`dpmlatent.metrics.classify`) every edit
+            also returns as ``"features"`` (``(inputs, seeds, D)`` in the point), for a Frechet distance
+            at the matched point (``matching.matched_difference(..., "frechet", reference=...)``).
 
     Returns:
         :class:`~dpmlatent.matching.MatchedPoint`; the matched scale is ``strength * max_scale``.
     """
+    from . import metrics
     from .edit_experiment import edit_scores
     from .matching import match_level
 
@@ -112,7 +117,10 @@ def matched_direction(edit: Callable[[object, float], torch.Tensor], task, direc
 
         key = ("direction", label, inputs, seed, k, float(scale_step))
         out = run_images(store, key, make, task.images.device)
-        return edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+        scores = edit_scores(task, out, digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip)
+        if feature_network is not None:
+            scores["features"] = metrics.classify(feature_network, out)[1].double()
+        return scores
 
     return match_level(run, level, num_inference_steps=n, seeds=tuple(directions),
                        start=0.5 if start is None else start / max_scale, name=label, max_moves=max_moves)

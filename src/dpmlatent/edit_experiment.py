@@ -225,7 +225,8 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
 
 def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: float, *, t_edit: int, digit_classifier,
                   domain_classifier, clip=None, eta: float = 0.0, scale_step: float = 0.25, max_scale: float = 8.0,
-                  start: float | None = None, label: str = "asyrp", max_moves: int = 12):
+                  start: float | None = None, label: str = "asyrp", max_moves: int = 12, feature_network=None,
+                  space: str = "h"):
     """Edit ``task`` with learned h-space directions (Asyrp, :func:`dpmlatent.hspace.asyrp_decode`)
     at the scale where the mean SSIM to the inputs is ``level``, and score every edit there.
 
@@ -233,7 +234,8 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
     scale_step``): :func:`dpmlatent.matching.match_level` brackets ``level`` between two neighbouring
     scales over all ``directions`` and interpolates, as :func:`matched_edit` does over a sampler's
     step count. Decoding is deterministic, so what varies between "seeds" is the direction:
-    ``directions`` maps a training seed to its ``delta_h`` (a tensor, or a list of per-step tensors).
+    ``directions`` maps a training seed to its ``delta_h`` (a tensor, a list of per-step tensors, or a shift
+    module such as :class:`dpmlatent.asyrp.DeltaBlock`).
 
     Args:
         z: the inputs' latent code (``ddim_invert`` for ``eta = 0``, or ``dpm_encode`` with ``eta``),
@@ -241,6 +243,8 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
             seeds, so the "seeds" cover the encoder's randomness too).
         t_edit: the editing interval, as in :func:`~dpmlatent.hspace.asyrp_decode`.
         start: the first guess, a scale in ``(0, max_scale]`` (default ``max_scale / 2``).
+        feature_network: as in :func:`dpmlatent.directions.matched_direction` (features for an FD).
+        space: ``"h"`` or ``"eps"`` (the directions shift the model's output), as in ``asyrp_decode``.
 
     Returns:
         :class:`~dpmlatent.matching.MatchedPoint` whose ``strength`` is the matched scale divided by
@@ -256,11 +260,12 @@ def matched_asyrp(unet, scheduler, task: EditTask, z, directions: dict, level: f
     codes = z if isinstance(z, dict) else dict.fromkeys(directions, z)
 
     def edit(pair, scale: float) -> torch.Tensor:                  # pair: (the seed's code, its delta_h)
-        return asyrp_decode(unet, scheduler, pair[0], pair[1], t_edit=t_edit, eta=eta, scale=scale)
+        return asyrp_decode(unet, scheduler, pair[0], pair[1], t_edit=t_edit, eta=eta, scale=scale, space=space)
 
     return matched_direction(edit, task, {s: (codes[s], directions[s]) for s in directions}, level,
                              digit_classifier=digit_classifier, domain_classifier=domain_classifier, clip=clip,
-                             scale_step=scale_step, max_scale=max_scale, start=start, label=label, max_moves=max_moves)
+                             scale_step=scale_step, max_scale=max_scale, start=start, label=label, max_moves=max_moves,
+                             feature_network=feature_network)
 
 
 def _edit_fingerprint(pipe, task: EditTask) -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -142,7 +143,7 @@ def step_weights(scheduler, t, eta: float, like: torch.Tensor) -> tuple[torch.Te
 
 
 def asymmetric_step(unet, scheduler, x: torch.Tensor, t, delta_h: torch.Tensor | None, noise: torch.Tensor, *,
-                    eta: float, cond=None, asymmetric: bool = True) -> torch.Tensor:
+                    eta: float, cond=None, asymmetric: bool = True, space: str = "h") -> torch.Tensor:
     """One step of Asyrp's asymmetric reverse process (see the module docstring):
 
         x_{t-1} = step(eps, t, x) + sqrt(abar_prev) * (P_edit - P),
@@ -159,17 +160,29 @@ def asymmetric_step(unet, scheduler, x: torch.Tensor, t, delta_h: torch.Tensor |
         eta: the sampler's eta (0: DDIM; 1 with a ``DDPMScheduler``).
         asymmetric: False takes the whole step with the shifted model (both terms: the
             symmetric baseline that Asyrp argues against).
+        space: ``"h"`` shifts the bottleneck; ``"eps"`` adds ``delta_h`` (a tensor like ``x``, or
+            broadcasting against it) to the model's output itself, the baseline of Asyrp's robustness
+            experiment (the same step, the shift made in the output space instead of h-space).
     """
+    if space not in ("h", "eps"):
+        raise ValueError(f"space must be 'h' or 'eps', got {space!r}")
+    if space == "eps" and delta_h is not None and not isinstance(delta_h, torch.Tensor):
+        raise TypeError(f"an 'eps' shift must be a tensor, got {type(delta_h).__name__}")
     model_in = scheduler.scale_model_input(x, t)
-    if not asymmetric and delta_h is not None:
+
+    def shifted_output(out=None):
+        if space == "eps":
+            return (denoiser_output(unet, model_in, t, cond=cond) if out is None else out) + delta_h.to(x.dtype)
         with shift_bottleneck(unet, delta_h):
-            return step_with_noise(scheduler, denoiser_output(unet, model_in, t, cond=cond), t, x, noise, eta)
+            return denoiser_output(unet, model_in, t, cond=cond)
+
+    if not asymmetric and delta_h is not None:
+        return step_with_noise(scheduler, shifted_output(), t, x, noise, eta)
     out = denoiser_output(unet, model_in, t, cond=cond)
     plain = step_with_noise(scheduler, out, t, x, noise, eta)
     if delta_h is None:
         return plain
-    with shift_bottleneck(unet, delta_h):
-        out_edit = denoiser_output(unet, model_in, t, cond=cond)
+    out_edit = shifted_output(out)
     x0, x0_edit = predicted_x0(scheduler, out, t, x), predicted_x0(scheduler, out_edit, t, x)
     return plain + _clean_part(scheduler, x0_edit, t, eta) - _clean_part(scheduler, x0, t, eta)
 
@@ -220,7 +233,7 @@ def _per_step(delta_h, n_edit: int) -> list:
 
 def asyrp_decode(unet, scheduler, z: LatentCode, delta_h, *, t_edit: int, eta: float, scale: float = 1.0,
                  asymmetric: bool = True, cond=None, t_boost: int | None = None,
-                 generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+                 generator: torch.Generator | None = None, space: str = "h", progress: bool = False) -> torch.Tensor:
     """Decode the latent code ``z`` with ``h -> h + scale * delta_h`` during the editing interval
     ``t >= t_edit`` (asymmetric steps, :func:`asymmetric_step`) and plain steps after it.
 
@@ -239,8 +252,12 @@ def asyrp_decode(unet, scheduler, z: LatentCode, delta_h, *, t_edit: int, eta: f
             (DDIM with ``eta = 1``, fresh noise from ``generator``) in place of ``z``'s own step.
             Needs a ``DDIMScheduler``; None (default): no boosting.
         generator: the CPU generator of the boosting noise (drawn in float64, the same on every CPU).
+        space: ``"h"`` (default) or ``"eps"``: ``delta_h`` is added to the model's output instead of
+            the bottleneck (a tensor like the images; :func:`asymmetric_step`).
     """
     check_scheduler(scheduler, eta)
+    if space not in ("h", "eps"):
+        raise ValueError(f"space must be 'h' or 'eps', got {space!r}")
     if t_boost is not None:
         if isinstance(t_boost, bool) or not isinstance(t_boost, int) or t_boost < 0:
             raise ValueError(f"t_boost must be a non-negative integer timestep or None, got {t_boost!r}")
@@ -260,19 +277,42 @@ def asyrp_decode(unet, scheduler, z: LatentCode, delta_h, *, t_edit: int, eta: f
         if t_boost is not None and int(t) < t_boost:
             step_eta = 1.0
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device, x.dtype)
-        x = asymmetric_step(unet, scheduler, x, t, dh, noise, eta=step_eta, cond=cond, asymmetric=asymmetric)
+        x = asymmetric_step(unet, scheduler, x, t, dh, noise, eta=step_eta, cond=cond, asymmetric=asymmetric,
+                            space=space)
     return x
 
 
+class _Enough(Exception):
+    """Raised by :func:`record_trajectory`'s callback once it has every state it was asked for."""
+
+
 @torch.no_grad()
-def record_trajectory(unet, scheduler, z: LatentCode, *, eta: float, cond=None) -> torch.Tensor:
+def record_trajectory(unet, scheduler, z: LatentCode, *, eta: float, cond=None,
+                      num_states: int | None = None) -> torch.Tensor:
     """The states ``x_t`` that decoding ``z`` passes through, one per timestep *before* its step:
-    ``(S, B, C, H, W)`` for ``S = len(z.timesteps)`` (the training data of :func:`learn_delta_h`)."""
+    ``(S, B, C, H, W)`` for ``S = len(z.timesteps)`` (the training data of :func:`learn_delta_h`), or
+    only the first ``S = num_states`` (``1 <= num_states <= len(z.timesteps)``; decoding stops there:
+    the states of an editing interval cost its steps only)."""
     from .latent import decode
 
+    total = len(z.timesteps)
+    if num_states is None:
+        num_states = total
+    if isinstance(num_states, bool) or not isinstance(num_states, int) or not 1 <= num_states <= total:
+        raise ValueError(f"num_states must be an integer in [1, {total}] or None, got {num_states!r}")
     states = [z.x_start]
-    decode(unet, scheduler, z, eta=eta, cond=cond, callback=lambda i, t, x: states.append(x))
-    return torch.stack(states[:-1])
+
+    def keep(i, t, x):
+        states.append(x)
+        if len(states) >= num_states:
+            raise _Enough
+
+    if num_states > 1:
+        try:
+            decode(unet, scheduler, z, eta=eta, cond=cond, callback=keep)
+        except _Enough:
+            pass
+    return torch.stack(states[:num_states])
 
 
 @contextlib.contextmanager
@@ -539,7 +579,10 @@ def jacobian_directions(unet, scheduler, x_t: torch.Tensor, t, k: int, *, method
     def h_of(v):
         return bottleneck(unet, v[None], tt)[0]
 
-    with _math_attention(unet):
+    with _math_attention(unet), warnings.catch_warnings():
+        # torch.func.jvp's first call inside torch scripts a helper and warns that torch.jit.script is
+        # deprecated: torch's own business, not the reader's
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
         return _jacobian_rows(h_of, x, k, method=method, space=space, iterations=iterations, tol=tol,
                               generator=generator)
 
