@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dpmlatent import metrics
-from dpmlatent.matching import (MatchedPoint, first_guess, interpolation_error, match_level, matched_difference,
-                                strength_of_steps)
+from dpmlatent.matching import (MatchedPoint, checked_difference, first_guess, interpolation_error, match_level,
+                                matched_difference, strength_of_steps)
 
 
 def _run(n_inputs=40, slope=0.02, offset=0.0):
@@ -114,6 +114,21 @@ def test_matched_difference_is_paired_and_recovers_a_known_offset():
         matched_difference(a, match_level(short, 0.5, **kw), "a")
     with pytest.raises(TypeError, match="MatchedPoint"):
         matched_difference(a, 1, "a")
+
+
+def test_checked_difference_returns_the_interval_only_where_interpolation_errs_less_than_it_is_wide():
+    kw = dict(num_inference_steps=50, seeds=(0, 1, 2), start=0.4)
+    a = match_level(_run()[0], 0.5, **kw, name="a")
+    run_b, _ = _run(offset=0.05)                     # an offset of 0.05 that differs by seed: a half-width > 0
+    b = match_level(lambda k, seed: {**run_b(k, seed), "a": run_b(k, seed)["a"] + 0.05 * seed}, 0.5, **kw, name="b")
+    d = checked_difference(b, a, "a", generator=torch.Generator().manual_seed(0))
+    assert d == matched_difference(b, a, "a", generator=torch.Generator().manual_seed(0))
+    assert d.half_width > interpolation_error(b, a, "a") and d.contains(0.1)
+    # a score that jumps between neighbouring step counts: reading it between them is not reliable
+    j = match_level(lambda k, seed: {**run_b(k, seed), "a": run_b(k, seed)["a"] + (k % 2) + 0.05 * seed}, 0.5, **kw,
+                    name="jumpy")
+    with pytest.raises(ValueError, match=r"jumpy - a \(a\): the interpolation check .* not below the interval's half-width"):
+        checked_difference(j, a, "a")
 
 
 def test_first_guess_interpolates_with_the_input_as_anchor():

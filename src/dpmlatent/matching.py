@@ -15,7 +15,8 @@ So we compute each method at the level itself:
   (:meth:`MatchedPoint.interpolation_error`; for a difference of two methods,
   :func:`interpolation_error`);
 * :func:`matched_difference` gives the paired bootstrap interval of a score (or the jackknife interval
-  of a Frechet distance) between two methods matched at the same level on the same inputs and seeds.
+  of a Frechet distance) between two methods matched at the same level on the same inputs and seeds;
+  :func:`checked_difference` gives it only where the interpolation check is below its half-width.
 
 The method is generic: :func:`match_level` takes ``run(k, seed)``, a function that runs ``k`` of
 ``n`` sampler steps with one seed and returns per-input scores. Chapter 4 uses it through
@@ -33,7 +34,7 @@ import torch
 from . import metrics
 
 __all__ = ["strength_of_steps", "first_guess", "MatchedPoint", "match_level", "matched_difference",
-           "interpolation_error"]
+           "interpolation_error", "checked_difference"]
 
 
 def strength_of_steps(k: int, n: int) -> float:
@@ -290,3 +291,18 @@ def interpolation_error(a: MatchedPoint, b: MatchedPoint, score: str, *, referen
     if not isinstance(a, MatchedPoint) or not isinstance(b, MatchedPoint):
         raise TypeError("a and b must be MatchedPoint s")
     return a.interpolation_error(score, reference) + b.interpolation_error(score, reference)
+
+
+def checked_difference(a: MatchedPoint, b: MatchedPoint, score: str, *, reference=None, level: float = 0.95,
+                       n_resamples: int = 2000, generator: torch.Generator | None = None):
+    """:func:`matched_difference` of ``a`` and ``b``, returned only if it can be read off reliably: the
+    interpolation check (:func:`interpolation_error`, an over-estimate of how far reading both points
+    between their neighbours may move the difference) must be below the interval's half-width. Raises
+    ``ValueError`` naming both methods, the score and the two numbers otherwise (a grid too coarse for
+    the effect: match on a finer one)."""
+    iv = matched_difference(a, b, score, reference=reference, level=level, n_resamples=n_resamples, generator=generator)
+    err = interpolation_error(a, b, score, reference=reference)
+    if not err < iv.half_width:
+        raise ValueError(f"{a.method} - {b.method} ({score}): the interpolation check {err:.3g} is not below the "
+                         f"interval's half-width {iv.half_width:.3g}; match both on a finer grid")
+    return iv
