@@ -1,10 +1,11 @@
-"""Zero-shot editing of held-out digits with ``t2i-digits``: CycleDiffusion vs SDEdit vs DDIM inversion.
+"""Zero-shot editing of held-out digits with ``t2i-digits``: CycleDiffusion vs the edit-friendly encoder
+vs SDEdit vs DDIM inversion.
 
 The edit table of chapter 5 (``dpmlatent.edit_experiment.edit_sweep``): for each edit kind
 ("digit": "a handwritten three" -> "a handwritten eight"; "domain": handwritten -> typeset;
 "weight": thin -> bold), the same held-out inputs are edited by every method at every strength and
-target guidance scale (source guidance 1, CycleDiffusion eta 0.1 as in the paper), from the same
-seed, and scored:
+target guidance scale (source guidance 1, CycleDiffusion eta 0.1 as in the paper, the edit-friendly
+encoder eta 1 as in its paper and diffusers' LEdits++), from the same seed, and scored:
 
   * success : digit edits: the digit classifier reads the target digit; domain edits: the domain
               classifier says typeset and the digit is kept; weight edits: digit kept and bold by the captions' rule (ink above the upper third of its class)
@@ -18,6 +19,7 @@ seed, and scored:
   * dCLIP   : directional CLIP similarity, cos(f_img(edit) - f_img(input), f_txt(target) - f_txt(source))
 
     .venv/bin/python benchmarks/edit_quality.py [--images 64] [--strengths 0.3 0.5 0.8] [--guidance 1 3]
+        [--methods cyclediffusion edit-friendly sdedit ddim-inversion]
 """
 
 import argparse
@@ -25,6 +27,7 @@ import argparse
 import torch
 
 from dpmlatent import metrics, zoo
+from dpmlatent.edit import ALL_METHODS
 from dpmlatent.edit_experiment import KINDS, edit_sweep, edit_task, format_edit_table
 
 
@@ -32,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS))
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.5, 0.8])
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--steps", type=int, default=50)
@@ -45,7 +49,7 @@ def main() -> None:
     clip = zoo.load("clip-digits")
     for kind in args.kinds:
         task = edit_task(kind, num_images=args.images, seed=args.seed)
-        rows, _ = edit_sweep(pipe, task, digit_classifier=digit, domain_classifier=domain,
+        rows, _ = edit_sweep(pipe, task, digit_classifier=digit, domain_classifier=domain, methods=tuple(args.methods),
                              strengths=tuple(args.strengths), guidance_scales=tuple(args.guidance),
                              num_inference_steps=args.steps, eta=args.eta, seed=args.seed, clip=clip, progress=False)
         own, tgt = (metrics.clip_score(*clip, task.images, p).mean().item() for p in (task.source_prompts, task.prompts))

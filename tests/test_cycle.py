@@ -12,10 +12,13 @@ def _sched(**kw):
     return DDIMScheduler(beta_schedule="squaredcos_cap_v2", **kw)
 
 
-def test_cycle_with_the_same_model_is_the_identity(tiny_unet, x0):
+@pytest.mark.parametrize("encoder", ["dpm", "edit-friendly"])
+def test_cycle_with_the_same_model_is_the_identity(tiny_unet, x0, encoder):
     out = cycle_translate(tiny_unet, tiny_unet, _sched(), x0, eta=0.1, num_inference_steps=10, strength=0.8,
-                          generator=torch.Generator().manual_seed(0))
+                          generator=torch.Generator().manual_seed(0), encoder=encoder)
     assert (out - x0).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        cycle_translate(tiny_unet, tiny_unet, _sched(), x0, num_inference_steps=10, strength=0.8, encoder="ddim")
 
 
 def test_cycle_with_another_model_translates(tiny_unet, x0):

@@ -45,6 +45,71 @@ def test_parity_with_diffusers_cycle_diffusion_pipeline(tiny_sd, photo, source_g
     assert np.abs(ours - photo).max() > 1e-2
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["built", "from_pretrained"])
+def test_edit_friendly_parity_with_diffusers_ledits_pp_inversion(tiny_sd, photo, loaded):
+    """Our edit-friendly encoder against the inversion of diffusers' LEdits++ (dpmlatent.ledits) on the
+    same latents with the same generator: the same x_T (bit for bit) and noises (to float32 rounding:
+    LEdits++'s stored noises differ from its own formula re-run on the same inputs by about 1e-7
+    relative; bit for bit for this one image on the pipeline built in memory); both codes decode back to
+    the latents; and LEdits++'s own reconstruction (the pipeline without an editing prompt) is our decode."""
+    from dpmlatent.encoder import edit_friendly_encode
+    from dpmlatent.latent import decode
+    from dpmlatent.ledits import ledits_code, ledits_pipeline
+    from dpmlatent.tiny import tiny_stable_diffusion
+
+    pipe = tiny_sd if loaded else tiny_stable_diffusion()
+    peer = ledits_pipeline(pipe)
+    assert peer.unet is not pipe.unet
+    image = torch.from_numpy(photo).permute(0, 3, 1, 2)
+    theirs, x0, empty, scheduler = ledits_code(peer, image, num_inference_steps=10,
+                                               generator=torch.Generator().manual_seed(0))
+    assert scheduler.config.timestep_spacing == "leading" and torch.equal(theirs.timesteps, scheduler.timesteps)
+    ours = edit_friendly_encode(peer.unet, scheduler, x0, eta=1.0, num_inference_steps=10, cond=empty,
+                                generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ours.x_start, theirs.x_start)
+    if loaded:
+        assert (ours.noises - theirs.noises).abs().max() <= 1e-6 * theirs.noises.abs().max()
+    else:
+        assert torch.equal(ours.noises, theirs.noises)
+    with torch.no_grad():
+        latents = decode(peer.unet, scheduler, ours, eta=1.0, cond=empty)
+        assert (latents - x0).abs().max() <= 1e-5
+        assert (decode(peer.unet, scheduler, theirs, eta=1.0, cond=empty) - x0).abs().max() <= 1e-5
+        pixels = peer.vae.decode(latents / peer.vae.config.scaling_factor).sample
+    reconstruction = peer(editing_prompt=None, output_type="pt").images         # from its stored code
+    assert (pixels / 2 + 0.5).clamp(0, 1).sub(reconstruction).abs().max() <= 1e-5
+    with pytest.raises(TypeError, match="DDIMScheduler"):
+        ledits_pipeline(object())
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        ledits_code(peer, image, num_inference_steps=0)
+
+
+def test_edit_friendly_edits_share_the_encoder_and_reconstruct_with_one_prompt():
+    from dpmlatent.encoder import edit_friendly_encode
+    from dpmlatent.latent import decode
+    from dpmlatent.text import encode_prompts
+
+    pipe = make_pipeline(0)
+    unet, te = pipe.unet.double(), pipe.text_encoder.double()
+    x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    kw = dict(strength=0.7, num_inference_steps=10, eta=1.0, method="edit-friendly")
+    same = cycle_edit(unet, te, pipe.tokenizer, pipe.scheduler, x0, "a handwritten three", "a handwritten three",
+                      guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kw)
+    assert (same - x0).abs().max() <= 1e-8
+    edit = cycle_edit(unet, te, pipe.tokenizer, pipe.scheduler, x0, "a handwritten three", "a bold handwritten three",
+                      guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kw)
+    # the edit is the encoder's code decoded under the target prompt
+    states = encode_prompts(te, pipe.tokenizer, ["a handwritten three"] * 2 + ["a bold handwritten three"] * 2 + [""] * 2)
+    src, tgt = states[:2].double(), states[2:4].double()                     # as cycle_edit encodes them
+    z = edit_friendly_encode(unet, pipe.scheduler, x0, eta=1.0, num_inference_steps=10, strength=0.7, cond=src,
+                             generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (decode(unet, pipe.scheduler, z, eta=1.0, cond=tgt).clamp(-1, 1) - edit).abs().max() <= 1e-8   # cycle_edit clamps
+    assert (edit - x0).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="eta=0 is deterministic DDIM: edit-friendly"):
+        cycle_edit(unet, te, pipe.tokenizer, pipe.scheduler, x0, "a", "b", method="edit-friendly", eta=0.0)
+
+
 def test_pipeline_output_types_and_input_kinds(tiny_sd, photo):
     from PIL import Image
 
@@ -385,7 +450,7 @@ def test_matched_edit_scores_per_edit_at_the_level(tmp_path):
     row = evaluate_edit(task, edited, method="sdedit", strength=0.3, guidance_scale=2.0, digit_classifier=clf,
                         domain_classifier=dom)
     assert row.success == sc["success"].mean().item() and row.ssim == pytest.approx(sc["ssim"].mean().item())
-    with pytest.raises(ValueError, match="eta can only be set for cyclediffusion"):
+    with pytest.raises(ValueError, match="eta can only be set for the exact encoders"):
         matched_edit(pipe, task, "sdedit", 0.5, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom, eta=0.5)
     with pytest.raises(ValueError, match="method must be one of"):
         matched_edit(pipe, task, "p2p", 0.5, guidance_scale=2.0, digit_classifier=clf, domain_classifier=dom)

@@ -4,15 +4,17 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from dpmlatent.encoder import SIGMA_ZERO, ddim_decode, ddim_invert, dpm_encode
+from dpmlatent.encoder import SIGMA_ZERO, ddim_decode, ddim_invert, dpm_encode, edit_friendly_encode
 from dpmlatent.latent import decode
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+# Both exact encoders share the loop and differ only in their targets: every exactness test runs on both.
+ENCODE = pytest.mark.parametrize("encode", [dpm_encode, edit_friendly_encode], ids=["dpm", "edit-friendly"])
 
 
-def _roundtrip(unet, scheduler, x0, eta, steps, strength=1.0, **guidance):
-    z = dpm_encode(unet, scheduler, x0, eta=eta, num_inference_steps=steps, strength=strength,
-                   generator=torch.Generator().manual_seed(0), **guidance)
+def _roundtrip(unet, scheduler, x0, eta, steps, strength=1.0, encode=dpm_encode, **guidance):
+    z = encode(unet, scheduler, x0, eta=eta, num_inference_steps=steps, strength=strength,
+               generator=torch.Generator().manual_seed(0), **guidance)
     with torch.no_grad():
         x = decode(unet, scheduler, z, eta=eta, **guidance)
     assert z.x_start.dtype == x0.dtype and torch.isfinite(z.flatten()).all()
@@ -21,9 +23,10 @@ def _roundtrip(unet, scheduler, x0, eta, steps, strength=1.0, **guidance):
 
 @pytest.mark.parametrize("eta,steps", list(itertools.product([0.1, 0.5, 1.0], [10, 50, 100])))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exact_roundtrip_ddim(tiny_unet, x0, eta, steps, dtype):
+@ENCODE
+def test_exact_roundtrip_ddim(tiny_unet, x0, eta, steps, dtype, encode):
     s = DDIMScheduler(beta_schedule="squaredcos_cap_v2")  # set_alpha_to_one=True: last step has sigma=0
-    assert _roundtrip(tiny_unet.to(dtype), s, x0.to(dtype), eta, steps) <= TOL[dtype]
+    assert _roundtrip(tiny_unet.to(dtype), s, x0.to(dtype), eta, steps, encode=encode) <= TOL[dtype]
 
 
 SCHEDULERS = {
@@ -44,22 +47,24 @@ SCHEDULERS = {
                                              if not (p == "sample" and n in ("ddim-default", "ddpm"))])
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exact_roundtrip_scheduler_options(tiny_unet, x0, name, prediction, strength, dtype):
+@ENCODE
+def test_exact_roundtrip_scheduler_options(tiny_unet, x0, name, prediction, strength, dtype, encode):
     s = SCHEDULERS[name](prediction)
     eta = 1.0 if name == "ddpm" else 0.3
-    assert _roundtrip(tiny_unet.to(dtype), s, x0.to(dtype), eta, 20, strength) <= TOL[dtype]
+    assert _roundtrip(tiny_unet.to(dtype), s, x0.to(dtype), eta, 20, strength, encode=encode) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exact_roundtrip_conditional_with_cfg(tiny_cond_unet, x0, dtype):
+@ENCODE
+def test_exact_roundtrip_conditional_with_cfg(tiny_cond_unet, x0, dtype, encode):
     g = torch.Generator().manual_seed(1)
     cond, uncond = torch.randn(3, 4, 8, generator=g, dtype=dtype), torch.zeros(3, 4, 8, dtype=dtype)
     s = SCHEDULERS["ddim-sd"]("epsilon")
     unet = tiny_cond_unet.to(dtype)
-    err = _roundtrip(unet, s, x0.to(dtype), 0.5, 20, cond=cond, uncond=uncond, guidance_scale=3.0)
+    err = _roundtrip(unet, s, x0.to(dtype), 0.5, 20, encode=encode, cond=cond, uncond=uncond, guidance_scale=3.0)
     assert err <= TOL[dtype]
-    z = dpm_encode(unet, s, x0.to(dtype), eta=0.5, num_inference_steps=20, cond=cond, uncond=uncond,
-                   guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    z = encode(unet, s, x0.to(dtype), eta=0.5, num_inference_steps=20, cond=cond, uncond=uncond,
+               guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # decoding under another condition gives another image
         other = decode(unet, s, z, eta=0.5, cond=-cond, uncond=uncond, guidance_scale=3.0)
     assert (other - x0.to(dtype)).abs().max() > 1e-3
@@ -73,9 +78,10 @@ def test_same_generator_same_code_and_no_nan_at_deterministic_last_step(tiny_une
     assert torch.equal(a.noises[-1], torch.zeros_like(a.noises[-1]))  # the sigma = 0 step
 
 
-def test_single_deterministic_step(tiny_unet, x0):
+@ENCODE
+def test_single_deterministic_step(tiny_unet, x0, encode):
     s = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
-    assert _roundtrip(tiny_unet, s, x0, 1.0, 10, strength=0.1) <= 1e-5
+    assert _roundtrip(tiny_unet, s, x0, 1.0, 10, strength=0.1, encode=encode) <= 1e-5
 
 
 def test_encoder_errors(tiny_unet, x0):
@@ -94,6 +100,96 @@ def test_encoder_errors(tiny_unet, x0):
         dpm_encode(tiny_unet, s, x0.to(torch.int64), eta=0.5, num_inference_steps=10)
     with pytest.raises(ValueError, match="does not depend on x_t"):
         dpm_encode(tiny_unet, DDPMScheduler(prediction_type="sample"), x0, eta=1.0, num_inference_steps=10)
+
+
+def test_edit_friendly_states_are_independent_draws_from_q_xt_given_x0(tiny_unet, x0):
+    """The definition: x_{t_i} = sqrt(abar) x0 + sqrt(1 - abar) n_i with independent n_i, drawn from the
+    smallest t to the largest (x_T last); the states the decoder computes are those draws (to rounding)."""
+    from dpmlatent.latent import denoiser_output, sampling_timesteps, step_with_noise
+
+    s = DDIMScheduler(set_alpha_to_one=False, steps_offset=1)
+    x = x0.double()
+    unet = tiny_unet.double()
+    z = edit_friendly_encode(unet, s, x, eta=1.0, num_inference_steps=6, generator=torch.Generator().manual_seed(3))
+    ts = sampling_timesteps(s, 6)
+    g = torch.Generator().manual_seed(3)
+    noise = [torch.randn(x.shape, generator=g, dtype=x.dtype) for _ in ts][::-1]    # noise[i] belongs to ts[i]
+    drawn = [s.add_noise(x, n, t.repeat(len(x))) for n, t in zip(noise, ts)]
+    assert torch.equal(z.x_start, drawn[0])
+    state = z.x_start
+    with torch.no_grad():
+        for i, t in enumerate(ts[:-1]):
+            state = step_with_noise(s, denoiser_output(unet, state, t), t, state, z.noises[i], 1.0)
+            assert (state - drawn[i + 1]).abs().max() < 1e-10                   # lands on the independent draw
+    # DPM-Encoder from the same generator: the same x_T draw is not even the first one it makes
+    d = dpm_encode(unet, s, x, eta=1.0, num_inference_steps=6, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(d.x_start, z.x_start)
+
+
+def test_edit_friendly_noises_carry_the_gap_between_independent_draws(x0):
+    """With a perfect denoiser (the ideal denoiser of the one image encoded), DPM-Encoder's noises are
+    exactly the fresh N(0, I) draws of its posterior samples; the edit-friendly ones must also bridge
+    two independent draws of x_t and x_{t-1}, so their variance is well above 1 and they are
+    correlated across steps."""
+    from dpmlatent.encoder import noise_statistics
+    from dpmlatent.ideal import IdealDenoiser
+
+    s = DDIMScheduler(set_alpha_to_one=False, steps_offset=1)
+    x = x0[:1].double().repeat(16, 1, 1, 1)                       # 16 encodings of one image: 1,024 numbers a step
+    oracle = IdealDenoiser(x[:1], s)
+    kw = dict(eta=1.0, num_inference_steps=50)
+    dpm = noise_statistics(dpm_encode(oracle, s, x, generator=torch.Generator().manual_seed(0), **kw), x)
+    ef = noise_statistics(edit_friendly_encode(oracle, s, x, generator=torch.Generator().manual_seed(0), **kw), x)
+    assert (dpm["var"][:-1].mean() - 1).abs() < 0.05 and dpm["lag1"].mean().abs() < 0.03
+    assert dpm["ks"][:-1].mean() < 0.05
+    # a difference of two independent draws: variance far above 1, lag-1 correlation near -1/2
+    assert ef["var"][:-1].mean() > 3 and -0.55 < ef["lag1"].mean() < -0.4 and ef["ks"][:-1].mean() > 0.1
+
+
+def test_noise_statistics_of_a_known_code():
+    """Standard normal noises: mean 0, variance 1, no correlation; a noise built from the image and
+    from the previous step's: the correlations it was built with."""
+    from dpmlatent.encoder import noise_statistics
+    from dpmlatent.latent import LatentCode
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(64, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    x0 = (x0 - x0.mean()) / x0.std()
+    white = torch.randn(6, 64, 1, 8, 8, generator=g, dtype=torch.float64)
+    st = noise_statistics(LatentCode(torch.zeros_like(x0), white, torch.arange(6, 0, -1), 6), x0)
+    assert st["mean"].abs().max() < 0.05 and (st["var"] - 1).abs().max() < 0.07
+    assert st["lag1"].abs().max() < 0.06 and st["image_corr"].abs().max() < 0.06 and st["ks"].max() < 0.03
+    assert st["lag1"].shape == (5,) and st["ks_p"].min() > 1e-3
+    mixed = white.clone()
+    mixed[1] = 0.6 * white[0] + 0.8 * white[1]                       # corr(step 0, step 1) = 0.6
+    mixed[3] = 0.8 * x0 + 0.6 * white[3]                             # corr(step 3, image) = 0.8
+    mixed[5] = 0
+    st = noise_statistics(LatentCode(torch.zeros_like(x0), mixed, torch.arange(6, 0, -1), 6), x0)
+    assert abs(st["lag1"][0] - 0.6) < 0.05 and abs(st["image_corr"][3] - 0.8) < 0.05
+    assert torch.isnan(st["image_corr"][5]) and st["var"][5] == 0 and st["ks"][5] > 0.4
+    with pytest.raises(ValueError, match="x0 must have the code's image shape"):
+        noise_statistics(LatentCode(torch.zeros_like(x0), mixed, torch.arange(6, 0, -1), 6), x0[:3])
+    with pytest.raises(TypeError, match="LatentCode"):
+        noise_statistics(mixed, x0)
+
+
+def test_edit_friendly_encoder_errors(tiny_unet, x0):
+    s = DDIMScheduler()
+    with pytest.raises(ValueError, match="ddim_invert"):
+        edit_friendly_encode(tiny_unet, s, x0, eta=0.0, num_inference_steps=10)
+    with pytest.raises(TypeError, match="eta must be a number"):
+        edit_friendly_encode(tiny_unet, s, x0, eta="1", num_inference_steps=10)
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+        edit_friendly_encode(tiny_unet, s, x0, eta=1.5, num_inference_steps=10)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        edit_friendly_encode(tiny_unet, s, x0 * 2, num_inference_steps=10)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        edit_friendly_encode(tiny_unet, s, x0, num_inference_steps=0)
+    with pytest.raises(ValueError, match="does not depend on x_t"):
+        edit_friendly_encode(tiny_unet, DDPMScheduler(prediction_type="sample"), x0, num_inference_steps=10)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        from dpmlatent.encoder import _Targets
+        _Targets("ledits", tiny_unet, s, x0, torch.tensor([1]), 1.0, None, {})
 
 
 def _zero_unet():
@@ -169,33 +265,34 @@ def _last_step_kind(scheduler, steps, like):
 
 @pytest.mark.parametrize("kind,spacing,clip,one,prediction,steps", MATRIX,
                          ids=lambda v: str(v))
-def test_exact_roundtrip_matrix(tiny_unet, x0, kind, spacing, clip, one, prediction, steps):
+@ENCODE
+def test_exact_roundtrip_matrix(tiny_unet, x0, kind, spacing, clip, one, prediction, steps, encode):
     s = _make(kind, spacing, clip, one, prediction)
     eta = 1.0 if kind == "ddpm" else 0.5
     last = _last_step_kind(s, steps, x0)
     abar_last = s.alphas_cumprod[int(s.timesteps[-1])].item()
     if last == "alpha-one" and prediction == "sample" and abar_last >= 0.25:
         with pytest.raises(ValueError, match="does not depend on x_t"):
-            _roundtrip(tiny_unet, s, x0, eta, steps)
+            _roundtrip(tiny_unet, s, x0, eta, steps, encode=encode)
     elif abar_last < 0.25:
         # a last step from a high noise level (trailing spacing, 1 step: t = 999). Deterministic, the
         # solve need not converge and must then say why; stochastic, the step multiplies x_T by
         # 1 / sqrt(abar_t) (2e4 here), and float32 rounding with it
         try:
-            err = _roundtrip(tiny_unet, s, x0, eta, steps)
+            err = _roundtrip(tiny_unet, s, x0, eta, steps, encode=encode)
         except ValueError as e:
             assert last != "stochastic" and ("did not converge" in str(e) or "does not depend" in str(e))
         else:
             assert err <= TOL[torch.float32] / abar_last ** 0.5
     elif last == "identity" and clip != "none":
         try:
-            err = _roundtrip(tiny_unet, s, x0, eta, steps)
+            err = _roundtrip(tiny_unet, s, x0, eta, steps, encode=encode)
         except ValueError as e:
             assert "no latent code found" in str(e) and "clips" in str(e)
         else:
             assert err <= TOL[torch.float32]
     else:
-        assert _roundtrip(tiny_unet, s, x0, eta, steps) <= TOL[torch.float32], last
+        assert _roundtrip(tiny_unet, s, x0, eta, steps, encode=encode) <= TOL[torch.float32], last
 
 
 def test_matrix_covers_every_kind_of_last_step(x0):
@@ -204,19 +301,21 @@ def test_matrix_covers_every_kind_of_last_step(x0):
 
 
 @pytest.mark.parametrize("steps", [20, 50])
-def test_diffusers_default_ddpm_scheduler_clips_and_is_exact(tiny_unet, steps):
+@ENCODE
+def test_diffusers_default_ddpm_scheduler_clips_and_is_exact(tiny_unet, steps, encode):
     """diffusers' default DDPMScheduler() clips x0; a random image in [-1, 1] (the reviewer's case:
     a miss of 2.5e-3 on a few pixels before the fix)."""
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    assert _roundtrip(tiny_unet, DDPMScheduler(), x, 1.0, steps) <= TOL[torch.float32]
+    assert _roundtrip(tiny_unet, DDPMScheduler(), x, 1.0, steps, encode=encode) <= TOL[torch.float32]
 
 
-def test_clipped_alpha_one_step_is_exact_where_clipping_is_active(x0):
+@ENCODE
+def test_clipped_alpha_one_step_is_exact_where_clipping_is_active(x0, encode):
     """A model with eps = 0: the last step is clip(x / sqrt(abar)); saturated pixels (x0 = -1)
     are reached exactly (the old solver stalled where the clipped residual had no gain)."""
     s = DDIMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing", set_alpha_to_one=True)
     assert (x0 == -1).any()
-    assert _roundtrip(_zero_unet(), s, x0, 1.0, 20) <= TOL[torch.float32]
+    assert _roundtrip(_zero_unet(), s, x0, 1.0, 20, encode=encode) <= TOL[torch.float32]
 
 
 def test_no_code_exists_raises_clear_error(x0):

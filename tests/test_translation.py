@@ -71,6 +71,12 @@ def test_translate_dispatches_to_the_methods(tiny_unet, x0):
     assert torch.equal(a, b)
     c = translate("ddib", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6)
     assert torch.equal(c, ddib_translate(tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6))
+    e = translate("edit-friendly", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6,
+                  generator=torch.Generator().manual_seed(3))              # eta 1 by default
+    assert torch.equal(e, cycle_translate(tiny_unet, other, s, x0, eta=1.0, strength=0.5, num_inference_steps=6,
+                                          generator=torch.Generator().manual_seed(3), encoder="edit-friendly"))
+    assert not torch.equal(e, cycle_translate(tiny_unet, other, s, x0, eta=1.0, strength=0.5, num_inference_steps=6,
+                                              generator=torch.Generator().manual_seed(3)))
     with pytest.raises(ValueError, match="method must be one of"):
         translate("cycle", tiny_unet, other, s, x0, strength=0.5, num_inference_steps=6)
     with pytest.raises(ValueError, match="ddib is deterministic"):

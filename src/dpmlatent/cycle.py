@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .encoder import ddim_decode, ddim_invert, dpm_encode
+from .encoder import ddim_decode, ddim_invert, dpm_encode, edit_friendly_encode
 from .latent import LatentCode, check_scheduler, decode, sampling_timesteps
 
 __all__ = ["schedule_differences", "check_same_schedule", "cycle_translate", "sdedit_translate",
@@ -55,8 +55,9 @@ def check_same_schedule(a, b) -> None:
 
 def cycle_translate(src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, eta: float = 0.1,
                     num_inference_steps: int, strength: float, generator: torch.Generator | None = None,
-                    tgt_scheduler=None) -> torch.Tensor:
-    """CycleDiffusion: ``decode(tgt_unet, dpm_encode(src_unet, x0))``.
+                    tgt_scheduler=None, encoder: str = "dpm") -> torch.Tensor:
+    """CycleDiffusion: ``decode(tgt_unet, dpm_encode(src_unet, x0))`` (``encoder="dpm"``), or with the
+    edit-friendly encoder (``encoder="edit-friendly"``, :func:`~dpmlatent.encoder.edit_friendly_encode`).
 
     Args:
         src_unet, tgt_unet: ``UNet2DModel`` s of the two domains (same schedule).
@@ -65,14 +66,18 @@ def cycle_translate(src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, eta: flo
         eta: in (0, 1]; the paper uses 0.1. num_inference_steps: >= 1. strength: in (0, 1].
         generator: for the encoder's random trajectory.
         tgt_scheduler: the target model's own scheduler, if any: checked to have the same schedule.
+        encoder: ``"dpm"`` or ``"edit-friendly"``.
 
     Returns:
         ``(B, C, H, W)`` translations.
     """
+    encoders = {"dpm": dpm_encode, "edit-friendly": edit_friendly_encode}
+    if encoder not in encoders:
+        raise ValueError(f"encoder must be one of {tuple(encoders)}, got {encoder!r}")
     if tgt_scheduler is not None:
         check_same_schedule(scheduler, tgt_scheduler)
-    z = dpm_encode(src_unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
-                   strength=strength, generator=generator)
+    z = encoders[encoder](src_unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
+                          strength=strength, generator=generator)
     with torch.no_grad():
         return decode(tgt_unet, scheduler, z, eta=eta)
 

@@ -19,6 +19,11 @@ Entry points:
 * :func:`cycle_edit_pipeline` for any diffusers ``StableDiffusionPipeline``: it adds the VAE and
   prompt encoding around the same core, in latent space.
 
+The same editor with the *edit-friendly* encoder of Huberman-Spiegelglas et al. (``method="edit-friendly"``,
+what diffusers' LEdits++ inverts with): the source states are drawn independently from
+``q(x_t | x0)`` instead of as one posterior chain (:func:`dpmlatent.encoder.edit_friendly_encode`); the
+noises are solved for and shared with the target branch in the same way.
+
 Baselines through the same interface (``method=``): ``"sdedit"`` (noise to ``t0``, denoise under
 the target prompt with fresh noise, eta = 1 by default) and ``"ddim-inversion"`` (deterministic
 DDIM inversion under the source prompt, DDIM decoding under the target prompt).
@@ -27,16 +32,16 @@ DDIM inversion under the source prompt, DDIM decoding under the target prompt).
 from __future__ import annotations
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .encoder import _solve_last_step, ddim_decode, ddim_invert, posterior_sample, step_sigma
+from .encoder import _Targets, ddim_decode, ddim_invert
 from .cycle import sdedit_translate
 from .latent import check_scheduler, sampling_timesteps, step_with_noise
 
-__all__ = ["METHODS", "edit_latents", "cycle_edit", "cycle_edit_pipeline", "unet_evaluations_per_step"]
+__all__ = ["METHODS", "ALL_METHODS", "edit_latents", "cycle_edit", "cycle_edit_pipeline", "unet_evaluations_per_step"]
 
-METHODS = ("cyclediffusion", "sdedit", "ddim-inversion")
+METHODS = ("cyclediffusion", "sdedit", "ddim-inversion")          # the paper's comparison (chapter 5)
+ALL_METHODS = (*METHODS, "edit-friendly")                           # and the edit-friendly encoder (issue 22)
 
 
 def unet_evaluations_per_step(guidance_scale: float, source_guidance_scale: float) -> int:
@@ -48,10 +53,10 @@ def unet_evaluations_per_step(guidance_scale: float, source_guidance_scale: floa
 
 def _check_common(eta: float, strength: float, guidance_scale: float, source_guidance_scale: float,
                   method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "cyclediffusion" and eta == 0:
-        raise ValueError("eta=0 is deterministic DDIM: CycleDiffusion has no stochastic latent to encode into "
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
+    if method in ("cyclediffusion", "edit-friendly") and eta == 0:
+        raise ValueError(f"eta=0 is deterministic DDIM: {method} has no stochastic latent to encode into "
                          "(diffusers' pipeline silently runs another method here). Use eta in (0, 1], or "
                          "method='ddim-inversion' for the deterministic baseline")
     if not 0.0 <= eta <= 1.0:
@@ -93,8 +98,10 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
             eta of SDEdit is the caller's choice. num_inference_steps: >= 1. strength: in (0, 1].
         generator: random draws, in this order (diffusers' CycleDiffusionPipeline draws the same,
             after its VAE sample): the noise of ``x_{t0} ~ q(x_{t0} | x0)``, then one posterior
-            noise per step except the last, whose target is ``x0`` itself.
-        method: ``"cyclediffusion"``, ``"sdedit"`` or ``"ddim-inversion"``.
+            noise per step except the last, whose target is ``x0`` itself. For ``"edit-friendly"``:
+            one draw per timestep, smallest ``t`` first (as diffusers' LEdits++ inversion).
+        method: ``"cyclediffusion"``, ``"edit-friendly"`` (eta in (0, 1]; the paper's is 1),
+            ``"sdedit"`` or ``"ddim-inversion"``.
 
     Returns:
         ``(B, C, H, W)`` edited ``x0`` (same space as the input).
@@ -113,7 +120,6 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
     target = dict(cond=cond, uncond=uncond if guidance_scale != 1.0 else None, guidance_scale=guidance_scale)
     source = dict(cond=source_cond, uncond=uncond if source_guidance_scale != 1.0 else None,
                   guidance_scale=source_guidance_scale)
-    draw = lambda: randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
     if method == "ddim-inversion":
         z = ddim_invert(unet, scheduler, x0, num_inference_steps=num_inference_steps, strength=strength,
                         **source)
@@ -122,17 +128,12 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
         return sdedit_translate(unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
                                 strength=strength, generator=generator, **target)
     timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
-    x = scheduler.add_noise(x0, draw(), timesteps[:1].repeat(len(x0)).to(x0.device))   # x_{t0} ~ q(. | x0)
-
-    sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
-    if any((s == 0).any() for s in sigmas[:-1]):
-        raise ValueError("an intermediate step of this scheduler has sigma = 0; only the last may")
-    last_deterministic = bool((sigmas[-1] == 0).all())
-    if last_deterministic and len(timesteps) == 1:
-        x = _solve_last_step(unet, scheduler, timesteps[0], x0, x, eta, source)
-    x_src, x_tgt = x, x
+    targets = _Targets("dpm" if method == "cyclediffusion" else "edit-friendly", unet, scheduler, x0, timesteps, eta,
+                       generator, source)
+    x_src = x_tgt = targets.start()
     n_src = 2 if source["uncond"] is not None else 1
-    for i, t in enumerate(tqdm(timesteps, desc="cycle_edit", disable=not progress)):
+    for i, t in enumerate(tqdm(timesteps, desc=method, disable=not progress)):
+        goal = targets.goal(i, x_src)                 # drawn before the UNet call, as the encoder draws it
         # One batched call: [source uncond?, source cond, target uncond?, target cond].
         inputs = [x_src] * n_src + [x_tgt] * (2 if target["uncond"] is not None else 1)
         states = ([uncond] if n_src == 2 else []) + [source_cond] + \
@@ -142,14 +143,7 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
         out_src = both[0] + source_guidance_scale * (both[1] - both[0]) if n_src == 2 else both[0]
         rest = both[n_src:]
         out_tgt = rest[0] + guidance_scale * (rest[1] - rest[0]) if len(rest) == 2 else rest[0]
-        last = i == len(timesteps) - 1
-        if last and last_deterministic:
-            eps = torch.zeros_like(x0)  # x_src was steered so that this deterministic step lands on x0
-        else:
-            goal = x0 if last else posterior_sample(scheduler, x0, x_src, t, draw(), eta)
-            if last_deterministic and i == len(timesteps) - 2:
-                goal = _solve_last_step(unet, scheduler, timesteps[-1], x0, goal, eta, source)
-            eps = (goal - step_with_noise(scheduler, out_src, t, x_src, torch.zeros_like(x0), eta)) / sigmas[i]
+        eps = targets.noise(i, goal, step_with_noise(scheduler, out_src, t, x_src, torch.zeros_like(x0), eta))
         x_src = step_with_noise(scheduler, out_src, t, x_src, eps, eta)
         x_tgt = step_with_noise(scheduler, out_tgt, t, x_tgt, eps, eta)
     return x_tgt

@@ -178,7 +178,7 @@ def evaluate_edit(task: EditTask, edited: torch.Tensor, *, method: str, strength
                    mean("clip_direction"), num_images=len(edited))
 
 
-EDIT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddim-inversion": 0.0}
+EDIT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddim-inversion": 0.0, "edit-friendly": 1.0}
 
 
 def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_scale: float, digit_classifier,
@@ -200,8 +200,9 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
 
     if method not in EDIT_ETA:
         raise ValueError(f"method must be one of {tuple(EDIT_ETA)}, got {method!r}")
-    if eta is not None and method != "cyclediffusion":
-        raise ValueError(f"eta can only be set for cyclediffusion; {method} uses {EDIT_ETA[method]}")
+    if eta is not None and method not in ("cyclediffusion", "edit-friendly"):
+        raise ValueError(f"eta can only be set for the exact encoders (cyclediffusion, edit-friendly); {method} uses "
+                         f"{EDIT_ETA[method]}")
     run_eta = EDIT_ETA[method] if eta is None else eta
 
     check_store(store)
@@ -297,7 +298,7 @@ def edit_sweep(pipe, task: EditTask, *, digit_classifier, domain_classifier, met
     rows, images = [], {}
     inputs = None if store is None else _edit_fingerprint(pipe, task)
     for method, strength, g in tqdm(runs, desc=f"{task.kind} edits", disable=not progress):
-        run_eta = eta if method == "cyclediffusion" else EDIT_ETA[method]
+        run_eta = eta if method == "cyclediffusion" else EDIT_ETA[method]    # edit-friendly: eta 1, the paper's
 
         def make():
             return cycle_edit(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, task.images,

@@ -26,6 +26,11 @@ returning an inexact code. Codes need not exist: ``prediction_type="sample"`` wi
 ``set_alpha_to_one=False`` and clipping, where a clipped pixel no longer depends on its own
 ``x``. The noise stored for such a step is 0 (it has no effect).
 
+:func:`edit_friendly_encode` is the *edit-friendly DDPM noise space* of Huberman-Spiegelglas,
+Kulikov & Michaeli (CVPR 2024), the encoder of diffusers' LEdits++: the same noise formula and
+decoder, but every ``x_{t_i}`` drawn independently from ``q(x_{t_i} | x0)`` instead of step 2's
+chain. Both run through one loop (``_Targets``); they differ only in the targets.
+
 :func:`ddim_invert` is the deterministic baseline (DDIM / ODE inversion), exact only in
 the limit of many steps.
 """
@@ -50,8 +55,8 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
-           "last_step_share", "last_step_rms", "ddim_invert", "ddim_decode"]
+__all__ = ["dpm_encode", "edit_friendly_encode", "ENCODERS", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
+           "last_step_share", "last_step_rms", "noise_statistics", "ddim_invert", "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
@@ -109,6 +114,43 @@ def last_step_rms(z: LatentCode) -> torch.Tensor:
     """``(B,)``: the root mean square over pixels of each image's last stochastic noise (1 for a
     standard normal draw; see :func:`last_step_share`)."""
     return _stochastic_noises(z)[-1].flatten(1).square().mean(1).sqrt()
+
+
+def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-step statistics of a code's noises, pooled over the batch and the pixels (chapter 2's
+    comparison of DPM-Encoder with the edit-friendly encoder). For a code of ``N(0, I)`` noises
+    independent of the image: mean 0, variance 1, no correlation, and a small KS distance.
+
+    Args:
+        z: a code of ``S`` steps (``noises`` ``(S, B, C, H, W)``).
+        x0: ``(B, C, H, W)`` the images it encodes.
+
+    Returns:
+        float64 CPU tensors: ``"mean"``, ``"var"`` ``(S,)``; ``"lag1"`` ``(S - 1,)``, the Pearson
+        correlation of step ``i``'s noise with step ``i + 1``'s, entry by entry; ``"image_corr"``
+        ``(S,)``, the correlation of each step's noise with ``x0``; ``"ks"`` and ``"ks_p"`` ``(S,)``,
+        the Kolmogorov-Smirnov distance of the step's entries from ``N(0, 1)`` and its p-value (which
+        treats the entries as independent: a guide, not a test, where pixels are correlated). A step
+        whose noise is identically 0 (a deterministic last step) gets ``nan`` correlations.
+    """
+    from scipy import stats
+
+    if not isinstance(z, LatentCode):
+        raise TypeError(f"z must be a LatentCode, got {type(z).__name__}")
+    if not isinstance(x0, torch.Tensor) or x0.shape != z.x_start.shape:
+        raise ValueError(f"x0 must have the code's image shape {tuple(z.x_start.shape)}, "
+                         f"got {tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
+    n = z.noises.detach().double().cpu().flatten(1)                              # (S, B*C*H*W)
+    img = x0.detach().double().cpu().flatten()
+
+    def corr(a, b):
+        a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+        return (a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()
+
+    ks = [stats.kstest(row.numpy(), "norm") for row in n]
+    return {"mean": n.mean(1), "var": n.var(1), "lag1": corr(n[:-1], n[1:]), "image_corr": corr(n, img.expand_as(n)),
+            "ks": torch.tensor([k.statistic for k in ks], dtype=torch.float64),
+            "ks_p": torch.tensor([k.pvalue for k in ks], dtype=torch.float64)}
 
 
 def mismatch_gain(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
@@ -198,6 +240,98 @@ def _check_x0(unet, x0: torch.Tensor) -> None:
         raise ValueError(f"x0 must take values in [-1, 1] (images scaled as x / 127.5 - 1); got [{lo:.4g}, {hi:.4g}]")
 
 
+ENCODERS = ("dpm", "edit-friendly")
+
+
+class _Targets:
+    """Where each step of an exact encoder must land (shared by :func:`dpm_encode`,
+    :func:`edit_friendly_encode` and :func:`dpmlatent.edit.edit_latents`).
+
+    Both encoders store ``eps_i = (x_{t_{i+1}} - mu_theta(x_{t_i}, t_i)) / sigma_i`` and let the
+    decoder replay it; they differ only in the targets ``x_{t_{i+1}}``:
+
+    * ``"dpm"`` (DPM-Encoder): ``x_{t_1} ~ q(x_{t_1} | x0)``, then each target a posterior sample
+      ``q(x_{t_{i+1}} | x_{t_i}, x0)`` from the current state: one chain, drawn in step order;
+    * ``"edit-friendly"`` (Huberman-Spiegelglas et al.): every ``x_{t_i} ~ q(x_{t_i} | x0)``
+      *independently*, drawn before the loop from the smallest ``t`` to the largest, one batch-wide
+      draw per timestep (the order of diffusers' ``LEditsPPPipelineStableDiffusion.invert``, so one
+      generator gives both the same draws).
+
+    The last target is ``x0``; where the last step is deterministic (``sigma = 0``) the target of
+    the step before is solved so that the last step lands on ``x0`` (``_solve_last_step``, started
+    from the drawn target) and the last noise is 0.
+    """
+
+    def __init__(self, scheme, unet, scheduler, x0, timesteps, eta, generator, guidance):
+        if scheme not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {scheme!r}")
+        self.scheme, self.unet, self.scheduler, self.x0 = scheme, unet, scheduler, x0
+        self.timesteps, self.eta, self.guidance = timesteps, eta, guidance
+        self.draw = lambda: randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
+        self.sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
+        if any((s.abs() < SIGMA_ZERO).any() for s in self.sigmas[:-1]):
+            raise ValueError("an intermediate step of this scheduler has sigma = 0; only the last may")
+        self.last_deterministic = bool((self.sigmas[-1].abs() < SIGMA_ZERO).all())
+        if scheme == "edit-friendly":
+            drawn = [scheduler.add_noise(x0, self.draw(), t.repeat(len(x0)).to(x0.device)) for t in timesteps.flip(0)]
+            self.independent = drawn[::-1]                                  # x_{t_1}, ..., x_{t_S}
+
+    def start(self) -> torch.Tensor:
+        """``x_{t_1}``: a draw from ``q(x_{t_1} | x0)`` (solved if it is the only, deterministic step)."""
+        t0 = self.timesteps[:1].repeat(len(self.x0)).to(self.x0.device)
+        x = self.scheduler.add_noise(self.x0, self.draw(), t0) if self.scheme == "dpm" else self.independent[0]
+        if self.last_deterministic and len(self.timesteps) == 1:
+            x = _solve_last_step(self.unet, self.scheduler, self.timesteps[0], self.x0, x, self.eta, self.guidance)
+        return x
+
+    def goal(self, i: int, x: torch.Tensor) -> torch.Tensor | None:
+        """The target of step ``i`` taken from ``x = x_{t_i}``; ``None`` for a deterministic last step
+        (its noise is 0: ``x`` was steered so that it lands on ``x0``)."""
+        last = len(self.timesteps) - 1
+        if i == last:
+            return None if self.last_deterministic else self.x0
+        if self.scheme == "dpm":
+            target = posterior_sample(self.scheduler, self.x0, x, self.timesteps[i], self.draw(), self.eta)
+        else:
+            target = self.independent[i + 1]
+        if self.last_deterministic and i == last - 1:
+            target = _solve_last_step(self.unet, self.scheduler, self.timesteps[-1], self.x0, target, self.eta,
+                                      self.guidance)
+        return target
+
+    def noise(self, i: int, goal: torch.Tensor | None, mu: torch.Tensor) -> torch.Tensor:
+        """``eps_i = (goal - mu) / sigma_i`` (0 for a deterministic last step)."""
+        return torch.zeros_like(mu) if goal is None else (goal - mu) / self.sigmas[i]
+
+
+def _exact_encode(scheme, unet, scheduler, x0, *, eta, num_inference_steps, strength, generator, cond, uncond,
+                  guidance_scale, progress, desc):
+    """The loop both exact encoders share: each step's target from :class:`_Targets`, its noise
+    against the decoder's own ``mu_theta`` and the state the decoder will compute."""
+    if not isinstance(eta, (int, float)) or isinstance(eta, bool):
+        raise TypeError(f"eta must be a number in (0, 1], got {type(eta).__name__}")
+    if eta == 0:
+        raise ValueError("eta=0 is deterministic DDIM: it has no stochastic latent to encode into. "
+                         "Use dpmlatent.encoder.ddim_invert for DDIM (ODE) inversion, or eta in (0, 1]")
+    check_scheduler(scheduler, eta)
+    _check_x0(unet, x0)
+    timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
+    guidance = dict(cond=cond, uncond=uncond, guidance_scale=guidance_scale)
+    targets = _Targets(scheme, unet, scheduler, x0, timesteps, eta, generator, guidance)
+    x = targets.start()
+    x_start, noises, zeros = x, [], torch.zeros_like(x0)
+    for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress)):
+        goal = targets.goal(i, x)
+        if goal is None:
+            noises.append(zeros)                      # no effect: x was chosen so that this step gives x0
+            break
+        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
+        eps = targets.noise(i, goal, step_with_noise(scheduler, out, t, x, zeros, eta))
+        noises.append(eps)
+        x = step_with_noise(scheduler, out, t, x, eps, eta)   # what the decoder will compute
+    return LatentCode(x_start, torch.stack(noises), timesteps, num_inference_steps)
+
+
 @torch.no_grad()
 def dpm_encode(unet, scheduler, x0: torch.Tensor, *, eta: float, num_inference_steps: int,
                strength: float = 1.0, generator: torch.Generator | None = None, cond=None,
@@ -223,39 +357,47 @@ def dpm_encode(unet, scheduler, x0: torch.Tensor, *, eta: float, num_inference_s
             bad strength/steps, or a deterministic last step that cannot reach ``x0``.
         TypeError: unsupported scheduler or non-float ``x0``.
     """
-    if eta == 0:
-        raise ValueError("eta=0 is deterministic DDIM: it has no stochastic latent to encode into. "
-                         "Use dpmlatent.encoder.ddim_invert for DDIM (ODE) inversion, or eta in (0, 1]")
-    check_scheduler(scheduler, eta)
-    _check_x0(unet, x0)
-    timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
-    guidance = dict(cond=cond, uncond=uncond, guidance_scale=guidance_scale)
-    draw = lambda: randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # noqa: E731
-    sigmas = [step_sigma(scheduler, t, eta, x0) for t in timesteps]
-    if any((s.abs() < SIGMA_ZERO).any() for s in sigmas[:-1]):
-        raise ValueError("an intermediate step of this scheduler has sigma = 0; only the last may")
-    last_deterministic = bool((sigmas[-1].abs() < SIGMA_ZERO).all())
-    t_start = timesteps[:1].repeat(len(x0)).to(x0.device)
-    x = scheduler.add_noise(x0, draw(), t_start)                            # x_{t0} ~ q(x_{t0} | x0)
-    if last_deterministic and len(timesteps) == 1:
-        x = _solve_last_step(unet, scheduler, timesteps[0], x0, x, eta, guidance)
-    x_start, noises = x, []
-    for i, t in enumerate(tqdm(timesteps, desc="dpm_encode", disable=not progress)):
-        if i == len(timesteps) - 1 and last_deterministic:
-            noises.append(torch.zeros_like(x0))  # no effect: x was chosen so that this step gives x0
-            break
-        if i == len(timesteps) - 1:
-            target = x0                                                     # land exactly on x0
-        else:
-            target = posterior_sample(scheduler, x0, x, t, draw(), eta)     # x_prev ~ q(x_prev | x_t, x0)
-            if last_deterministic and i == len(timesteps) - 2:
-                target = _solve_last_step(unet, scheduler, timesteps[-1], x0, target, eta, guidance)
-        out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
-        mu = step_with_noise(scheduler, out, t, x, torch.zeros_like(x0), eta)
-        eps = (target - mu) / sigmas[i]
-        noises.append(eps)
-        x = step_with_noise(scheduler, out, t, x, eps, eta)  # what the decoder will compute
-    return LatentCode(x_start, torch.stack(noises), timesteps, num_inference_steps)
+    return _exact_encode("dpm", unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
+                         strength=strength, generator=generator, cond=cond, uncond=uncond,
+                         guidance_scale=guidance_scale, progress=progress, desc="dpm_encode")
+
+
+@torch.no_grad()
+def edit_friendly_encode(unet, scheduler, x0: torch.Tensor, *, eta: float = 1.0, num_inference_steps: int,
+                         strength: float = 1.0, generator: torch.Generator | None = None, cond=None,
+                         uncond=None, guidance_scale: float = 1.0, progress: bool = False) -> LatentCode:
+    """The edit-friendly DDPM noise space (Huberman-Spiegelglas, Kulikov & Michaeli, CVPR 2024): a
+    latent code with ``decode(unet, scheduler, z, eta=eta) == x0``, whose states are drawn
+    *independently* from ``q(x_t | x0)`` instead of as one posterior chain (:func:`dpm_encode`).
+
+    For the timesteps ``t_1 > ... > t_S``: ``x_{t_i} = sqrt(abar_{t_i}) x0 + sqrt(1 - abar_{t_i}) n_i``
+    with independent ``n_i ~ N(0, I)`` (drawn from the smallest ``t`` to the largest, as diffusers'
+    ``LEditsPPPipelineStableDiffusion.invert`` draws them), ``x_{t_{S+1}} = x0``, and
+
+        ``eps_i = (x_{t_{i+1}} - mu_theta(x'_{t_i}, t_i)) / sigma_{t_i}``,   ``x'_{t_{i+1}} = mu_theta(x'_{t_i}) + sigma_{t_i} eps_i``,
+
+    ``x'`` being the state the decoder computes (equal to ``x`` up to rounding, so the code decodes to
+    ``x0`` exactly). Unlike DPM-Encoder's, these noises are not ``N(0, I)``: each must also carry the
+    difference between two independent draws, so their variance exceeds 1 and neighbouring steps'
+    noises are correlated. A deterministic last step (``sigma = 0``) is handled as in
+    :func:`dpm_encode` (the step before is solved to land on ``x0``; the last noise is 0).
+
+    Args:
+        unet, scheduler, x0, num_inference_steps, strength, cond, uncond, guidance_scale,
+            progress: as :func:`dpm_encode` (``x0`` ``(B, C, H, W)`` in ``[-1, 1]``, float32 or
+            float64, on the UNet's device).
+        eta: in (0, 1]; the paper and diffusers use 1 (DDPM), the default.
+        generator: for the ``S`` independent draws of ``x_t``.
+
+    Returns:
+        :class:`~dpmlatent.latent.LatentCode` on ``x0``'s device and dtype.
+
+    Raises:
+        ValueError / TypeError: as :func:`dpm_encode`.
+    """
+    return _exact_encode("edit-friendly", unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
+                         strength=strength, generator=generator, cond=cond, uncond=uncond,
+                         guidance_scale=guidance_scale, progress=progress, desc="edit_friendly_encode")
 
 
 @torch.no_grad()

@@ -29,25 +29,28 @@ from .reporting import Column, Table, share_column
 from .run_store import check_store, fingerprint, run_images
 from .train import DOMAINS
 
-__all__ = ["METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
+__all__ = ["METHODS", "ALL_METHODS", "STRENGTHS", "DEFAULT_ETA", "translate", "TranslationRow", "evaluate_translation",
            "reference_rows", "TranslationResult", "translation_sweep", "format_translation_table",
            "tradeoff_at", "DIRECTIONS", "TranslationTask", "translation_task", "run_translation",
            "SCORES", "score_images", "strength_for_ssim", "MatchedPoint", "matched_point", "matched_difference"]
 
-METHODS = ("cyclediffusion", "sdedit", "ddib")
+METHODS = ("cyclediffusion", "sdedit", "ddib")                   # chapter 4's comparison
+ALL_METHODS = (*METHODS, "edit-friendly")                          # and the edit-friendly encoder (issue 22)
 STRENGTHS = (0.3, 0.5, 0.7, 0.85, 1.0)
 #: eta of each method when none is given: CycleDiffusion uses the paper's 0.1, SDEdit draws fresh
 #: noise at every step (eta = 1, the stochastic sampler of Meng et al.), DDIB is deterministic.
-DEFAULT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddib": 0.0}
+DEFAULT_ETA = {"cyclediffusion": 0.1, "sdedit": 1.0, "ddib": 0.0, "edit-friendly": 1.0}
 
 
 def translate(method: str, src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, strength: float,
               num_inference_steps: int, eta: float | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Translate ``x0`` from the source to the target domain with one of :data:`METHODS`.
+    """Translate ``x0`` from the source to the target domain with one of :data:`ALL_METHODS`.
 
     Args:
-        method: ``"cyclediffusion"``, ``"sdedit"`` (uses only ``tgt_unet``) or ``"ddib"``.
+        method: ``"cyclediffusion"``, ``"edit-friendly"`` (CycleDiffusion with the edit-friendly
+            encoder, :func:`dpmlatent.encoder.edit_friendly_encode`), ``"sdedit"`` (uses only
+            ``tgt_unet``) or ``"ddib"``.
         src_unet, tgt_unet: the two domains' ``UNet2DModel`` s (same noise schedule).
         scheduler: a ``DDIMScheduler`` shared by both.
         x0: ``(B, C, H, W)`` source images in ``[-1, 1]``.
@@ -59,12 +62,13 @@ def translate(method: str, src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, s
     Returns:
         ``(B, C, H, W)`` translations.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
     eta = DEFAULT_ETA[method] if eta is None else eta
-    if method == "cyclediffusion":
+    if method in ("cyclediffusion", "edit-friendly"):
         return cycle_translate(src_unet, tgt_unet, scheduler, x0, eta=eta, strength=strength,
-                               num_inference_steps=num_inference_steps, generator=generator)
+                               num_inference_steps=num_inference_steps, generator=generator,
+                               encoder="dpm" if method == "cyclediffusion" else "edit-friendly")
     if method == "sdedit":
         return sdedit_translate(tgt_unet, scheduler, x0, eta=eta, strength=strength,
                                 num_inference_steps=num_inference_steps, generator=generator)
@@ -172,8 +176,8 @@ def translation_sweep(src_unet, tgt_unet, scheduler, x0: torch.Tensor, labels: t
     if label is not None and len(methods) != 1:
         raise ValueError(f"label names the rows of a single-method sweep; got {len(methods)} methods")
     for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"methods must be drawn from {METHODS}, got {m!r}")
+        if m not in ALL_METHODS:
+            raise ValueError(f"methods must be drawn from {ALL_METHODS}, got {m!r}")
     for s in strengths:
         if not 0.0 < s <= 1.0:
             raise ValueError(f"every strength must be in (0, 1], got {s}")
@@ -362,7 +366,7 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
     features for FD).
 
     Args:
-        method: one of :data:`METHODS`; ``eta`` as in :func:`translate`; ``label`` names the point
+        method: one of :data:`ALL_METHODS`; ``eta`` as in :func:`translate`; ``label`` names the point
             (e.g. ``"cyclediffusion eta=1"``).
         level: the SSIM to match, in (0, 1).
         seeds: at least one sampler seed (3 or more for an interval that covers the sampler's randomness).
@@ -376,8 +380,8 @@ def matched_point(task: TranslationTask, method: str, level: float, *, digit_cla
         ValueError: bad arguments, or ``level`` outside the SSIM range the method reaches with
             1 to ``num_inference_steps`` steps (or not found within ``max_moves``).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
     run_eta = None if method == "ddib" else eta
     common = dict(target_domain=task.target_domain, digit_classifier=digit_classifier,
                   domain_classifier=domain_classifier)
