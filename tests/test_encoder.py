@@ -131,8 +131,9 @@ def test_edit_friendly_noises_carry_the_gap_between_independent_draws(x0):
     exactly the fresh N(0, I) draws of its posterior samples; the edit-friendly ones must also bridge
     two independent draws of x_t and x_{t-1}, so their variance is well above 1 and they are
     correlated across steps."""
-    from dpmlatent.encoder import noise_statistics
+    from dpmlatent.encoder import ideal_noise_variance, noise_statistics, step_sigma
     from dpmlatent.ideal import IdealDenoiser
+    from dpmlatent.latent import sampling_timesteps
 
     s = DDIMScheduler(set_alpha_to_one=False, steps_offset=1)
     x = x0[:1].double().repeat(16, 1, 1, 1)                       # 16 encodings of one image: 1,024 numbers a step
@@ -144,6 +145,20 @@ def test_edit_friendly_noises_carry_the_gap_between_independent_draws(x0):
     assert dpm["ks"][:-1].mean() < 0.05
     # a difference of two independent draws: variance far above 1, lag-1 correlation near -1/2
     assert ef["var"][:-1].mean() > 3 and -0.55 < ef["lag1"].mean() < -0.4 and ef["ks"][:-1].mean() > 0.1
+    # and the closed form read off the scheduler predicts each step's variance (1,024 numbers: 5% error or so)
+    ts = sampling_timesteps(s, 50)
+    ideal = ideal_noise_variance(s, ts, 1.0)
+    assert ((ef["var"] / ideal - 1).abs() < 0.2).all() and ((ef["var"] / ideal - 1).abs().mean() < 0.06)
+    assert torch.equal(ideal_noise_variance(s, ts, 1.0, encoder="dpm"), torch.ones(50, dtype=torch.float64))
+    # the docstring's closed form for DDIM: 2 (1 - abar_prev) / sigma^2 - 1
+    abar_prev = s.alphas_cumprod.double()[ts[1:]]
+    sigma2 = torch.stack([step_sigma(s, t, 1.0, torch.ones(1, dtype=torch.float64)) for t in ts[:-1]]).flatten() ** 2
+    assert torch.allclose(ideal[:-1], 2 * (1 - abar_prev) / sigma2 - 1, rtol=1e-5)
+    # grows like 1 / eta^2
+    ratio = ideal_noise_variance(s, ts, 0.1)[:-1] / ideal[:-1]
+    assert ratio.min() > 50
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        ideal_noise_variance(s, ts, 1.0, encoder="ddim")
 
 
 def test_noise_statistics_of_a_known_code():

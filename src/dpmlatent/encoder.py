@@ -56,7 +56,7 @@ SIGMA_ZERO = 1e-8
 RESTARTS = 2
 
 __all__ = ["dpm_encode", "edit_friendly_encode", "ENCODERS", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
-           "last_step_share", "last_step_rms", "noise_statistics", "ddim_invert", "ddim_decode"]
+           "last_step_share", "last_step_rms", "noise_statistics", "ideal_noise_variance", "ddim_invert", "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
@@ -151,6 +151,45 @@ def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]
     return {"mean": n.mean(1), "var": n.var(1), "lag1": corr(n[:-1], n[1:]), "image_corr": corr(n, img.expand_as(n)),
             "ks": torch.tensor([k.statistic for k in ks], dtype=torch.float64),
             "ks_p": torch.tensor([k.pvalue for k in ks], dtype=torch.float64)}
+
+
+def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, encoder: str = "edit-friendly") -> torch.Tensor:
+    """``(S,)`` float64: the variance of each step's encoded noise when the model is a *perfect*
+    denoiser of the encoded image, read off the scheduler (what is intrinsic to the encoder, not to
+    a model's errors).
+
+    DPM-Encoder (``encoder="dpm"``): its targets are posterior samples, so every noise is the fresh
+    draw itself: variance 1. Edit-friendly: with ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n_t``
+    drawn independently, ``mu(x_t) = c x0 + D n_t`` and the next target ``a x0 + B n_{t'}``, so
+    ``eps = (B n_{t'} - D n_t) / sigma_t`` has variance ``(B^2 + D^2) / sigma_t^2``; for DDIM
+    ``B^2 = 1 - abar_{t'}``, ``D^2 = 1 - abar_{t'} - sigma_t^2``, i.e. ``2 (1 - abar_{t'}) / sigma_t^2 - 1``,
+    which grows like ``steps / eta^2``. The last step's target is ``x0`` (``B = 0``). ``B``, ``D`` and
+    ``sigma_t`` are read off ``scheduler.add_noise`` and its step with ideal outputs; ``nan`` where
+    ``sigma_t = 0``.
+
+    Args:
+        scheduler: a ``DDIMScheduler`` or ``DDPMScheduler`` with its timesteps set.
+        timesteps: ``(S,)`` the steps run (e.g. a code's ``timesteps``). eta: in (0, 1].
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    check_scheduler(scheduler, eta)
+    one = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    zero = torch.zeros_like(one)
+    out = []
+    for i, t in enumerate(timesteps):
+        sigma = float(step_sigma(scheduler, t, eta, one))
+        if sigma < SIGMA_ZERO:
+            out.append(math.nan)
+            continue
+        if encoder == "dpm":
+            out.append(1.0)
+            continue
+        t1 = t.reshape(1)
+        d = float(posterior_sample(scheduler, zero, scheduler.add_noise(zero, one, t1), t, zero, eta))   # mu per unit n_t
+        b = float(scheduler.add_noise(zero, one, timesteps[i + 1].reshape(1))) if i + 1 < len(timesteps) else 0.0
+        out.append((b * b + d * d) / sigma ** 2)
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def mismatch_gain(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
