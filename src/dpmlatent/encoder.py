@@ -55,8 +55,9 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "edit_friendly_encode", "ENCODERS", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
-           "last_step_share", "last_step_rms", "noise_statistics", "ideal_noise_variance", "ddim_invert", "ddim_decode"]
+__all__ = ["dpm_encode", "edit_friendly_encode", "ENCODERS", "posterior_sample", "perfect_model_output", "step_sigma",
+           "mismatch_gain", "last_step_share", "last_step_rms", "noise_statistics", "ideal_noise_variance", "ddim_invert",
+           "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
@@ -117,8 +118,8 @@ def last_step_rms(z: LatentCode) -> torch.Tensor:
 
 
 def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-step statistics of a code's noises, pooled over the batch and the pixels (chapter 2's
-    comparison of DPM-Encoder with the edit-friendly encoder). For a code of ``N(0, I)`` noises
+    """Per-step statistics of a code's noises, pooled over the batch and the pixels (to compare
+    DPM-Encoder with the edit-friendly encoder). For a code of ``N(0, I)`` noises
     independent of the image: mean 0, variance 1, no correlation, and a small KS distance.
 
     Args:
@@ -158,12 +159,13 @@ def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, enco
     denoiser of the encoded image, read off the scheduler (what is intrinsic to the encoder, not to
     a model's errors).
 
-    DPM-Encoder (``encoder="dpm"``): its targets are posterior samples, so every noise is the fresh
-    draw itself: variance 1. Edit-friendly: with ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n_t``
+    DPM-Encoder (``encoder="dpm"``): its targets are posterior samples, so every noise but the last is
+    the fresh draw itself: variance 1. Edit-friendly: with ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n_t``
     drawn independently, ``mu(x_t) = c x0 + D n_t`` and the next target ``a x0 + B n_{t'}``, so
     ``eps = (B n_{t'} - D n_t) / sigma_t`` has variance ``(B^2 + D^2) / sigma_t^2``; for DDIM
     ``B^2 = 1 - abar_{t'}``, ``D^2 = 1 - abar_{t'} - sigma_t^2``, i.e. ``2 (1 - abar_{t'}) / sigma_t^2 - 1``,
-    which grows like ``steps / eta^2``. The last step's target is ``x0`` (``B = 0``). ``B``, ``D`` and
+    which grows like ``steps / eta^2``. For both encoders the last step's target is ``x0`` itself
+(``B = 0``, variance ``D^2 / sigma^2``). ``B``, ``D`` and
     ``sigma_t`` are read off ``scheduler.add_noise`` and its step with ideal outputs; ``nan`` where
     ``sigma_t = 0``.
 
@@ -182,12 +184,13 @@ def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, enco
         if sigma < SIGMA_ZERO:
             out.append(math.nan)
             continue
-        if encoder == "dpm":
+        last = i + 1 == len(timesteps)
+        if encoder == "dpm" and not last:
             out.append(1.0)
             continue
         t1 = t.reshape(1)
         d = float(posterior_sample(scheduler, zero, scheduler.add_noise(zero, one, t1), t, zero, eta))   # mu per unit n_t
-        b = float(scheduler.add_noise(zero, one, timesteps[i + 1].reshape(1))) if i + 1 < len(timesteps) else 0.0
+        b = 0.0 if last else float(scheduler.add_noise(zero, one, timesteps[i + 1].reshape(1)))
         out.append((b * b + d * d) / sigma ** 2)
     return torch.tensor(out, dtype=torch.float64)
 
