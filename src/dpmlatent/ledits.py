@@ -25,9 +25,10 @@ What ``invert`` does in diffusers 0.42.1, and the two things this module has to 
 
 With the same generator, :func:`dpmlatent.encoder.edit_friendly_encode` gives the same ``x_T`` as
 ``invert`` bit for bit, and the same noises to float32 rounding (about 1e-7 relative; bit for bit for
-one image on a pipeline built in memory). Re-running ``invert``'s own formula (``compute_noise_ddim``)
-on its inputs outside ``invert`` gives our numbers exactly, so the rounding difference arises inside
-``invert``; we have not found which operation causes it.
+one image on a pipeline built in memory). The draws, ``x0``, the prompt states and the formula
+(``compute_noise_ddim``) agree exactly; what differs is the UNet's output: captured inside ``invert``,
+it is about 1e-6 away from the same UNet called after ``invert`` on the same inputs (same attention
+processor). We have not found why.
 """
 
 from __future__ import annotations
