@@ -165,9 +165,8 @@ def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, enco
     ``eps = (B n_{t'} - D n_t) / sigma_t`` has variance ``(B^2 + D^2) / sigma_t^2``; for DDIM
     ``B^2 = 1 - abar_{t'}``, ``D^2 = 1 - abar_{t'} - sigma_t^2``, i.e. ``2 (1 - abar_{t'}) / sigma_t^2 - 1``,
     which grows like ``steps / eta^2``. For both encoders the last step's target is ``x0`` itself
-(``B = 0``, variance ``D^2 / sigma^2``). ``B``, ``D`` and
-    ``sigma_t`` are read off ``scheduler.add_noise`` and its step with ideal outputs; ``nan`` where
-    ``sigma_t = 0``.
+    (``B = 0``, variance ``D^2 / sigma^2``). ``B``, ``D`` and ``sigma_t`` are read off
+    ``scheduler.add_noise`` and its step with ideal outputs; ``nan`` where ``sigma_t = 0``.
 
     Args:
         scheduler: a ``DDIMScheduler`` or ``DDPMScheduler`` with its timesteps set.

@@ -86,7 +86,7 @@ def ledits_code(peer, image, *, num_inference_steps: int, generator: torch.Gener
     scheduler = DDIMScheduler.from_config(peer.scheduler.config)
     scheduler.set_timesteps(num_inference_steps)
     # what invert conditioned on: encode_prompt's first output, the *editing* branch's states of "" (see above)
-    empty = peer.encode_prompt(device=x0.device, num_images_per_prompt=1, enable_edit_guidance=True, editing_prompt="")[0]
-    empty = empty.expand(len(x0), -1, -1)
+    empty = peer.encode_prompt(device=x0.device, num_images_per_prompt=1, enable_edit_guidance=True,
+                               editing_prompt="")[0]                    # (B, L, D): invert set the batch size
     z = LatentCode(peer.init_latents.clone(), peer.zs.clone(), scheduler.timesteps.clone(), num_inference_steps)
     return z, x0, empty, scheduler
