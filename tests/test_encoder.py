@@ -184,6 +184,19 @@ def test_noise_statistics_of_a_known_code():
     st = noise_statistics(LatentCode(torch.zeros_like(x0), mixed, torch.arange(6, 0, -1), 6), x0)
     assert abs(st["lag1"][0] - 0.6) < 0.05 and abs(st["image_corr"][3] - 0.8) < 0.05
     assert torch.isnan(st["image_corr"][5]) and st["var"][5] == 0 and st["ks"][5] > 0.4
+    # white noise that cancels in the sum: each step 0.3 x0 + w_i - w_{i-1}; one step's correlation with
+    # the image is small, the running sum's grows to 1 (sum = i 0.3 x0 + w_i - w_0)
+    w = torch.randn(7, 64, 1, 8, 8, generator=g, dtype=torch.float64)
+    cancel = 0.3 * x0 + w[1:] - w[:-1]
+    st = noise_statistics(LatentCode(torch.zeros_like(x0), cancel, torch.arange(6, 0, -1), 6), x0)
+    assert st["image_corr"].max() < 0.3 and abs(st["sum_image_corr"][0] - st["image_corr"][0]) < 1e-12
+    assert st["sum_image_corr"][-1] > 0.7 and (st["lag1"] + 0.5).abs().max() < 0.1
+    one = noise_statistics(LatentCode(torch.zeros_like(x0), cancel, torch.arange(6, 0, -1), 6), x0, per_image=True)
+    assert all(v.shape[-1] == 64 for v in one.values()) and one["lag1"].shape == (5, 64)
+    first = noise_statistics(LatentCode(x0[:1], cancel[:, :1], torch.arange(6, 0, -1), 6), x0[:1])
+    assert all(torch.allclose(one[k][:, 0], first[k], equal_nan=True) for k in first)
+    with pytest.raises(TypeError, match="per_image"):
+        noise_statistics(LatentCode(torch.zeros_like(x0), cancel, torch.arange(6, 0, -1), 6), x0, per_image=1)
     with pytest.raises(ValueError, match="x0 must have the code's image shape"):
         noise_statistics(LatentCode(torch.zeros_like(x0), mixed, torch.arange(6, 0, -1), 6), x0[:3])
     with pytest.raises(TypeError, match="LatentCode"):

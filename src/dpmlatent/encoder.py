@@ -117,7 +117,7 @@ def last_step_rms(z: LatentCode) -> torch.Tensor:
     return _stochastic_noises(z)[-1].flatten(1).square().mean(1).sqrt()
 
 
-def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+def noise_statistics(z: LatentCode, x0: torch.Tensor, *, per_image: bool = False) -> dict[str, torch.Tensor]:
     """Per-step statistics of a code's noises, pooled over the batch and the pixels (to compare
     DPM-Encoder with the edit-friendly encoder). For a code of ``N(0, I)`` noises
     independent of the image: mean 0, variance 1, no correlation, and a small KS distance.
@@ -125,11 +125,16 @@ def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]
     Args:
         z: a code of ``S`` steps (``noises`` ``(S, B, C, H, W)``).
         x0: ``(B, C, H, W)`` the images it encodes.
+        per_image: pool over each image's pixels only: every statistic gains a last dimension ``B``
+            (for intervals over the images).
 
     Returns:
         float64 CPU tensors: ``"mean"``, ``"var"`` ``(S,)``; ``"lag1"`` ``(S - 1,)``, the Pearson
         correlation of step ``i``'s noise with step ``i + 1``'s, entry by entry; ``"image_corr"``
-        ``(S,)``, the correlation of each step's noise with ``x0``; ``"ks"`` and ``"ks_p"`` ``(S,)``,
+        ``(S,)``, the correlation of each step's noise with ``x0``; ``"sum_image_corr"`` ``(S,)``, the
+        correlation with ``x0`` of the running sum ``eps_1 + ... + eps_i`` (noise that cancels between
+        steps, e.g. with lag-1 correlation -1/2, drops out of the sum and leaves what the steps share
+        with the image); ``"ks"`` and ``"ks_p"`` ``(S,)``,
         the Kolmogorov-Smirnov distance of the step's entries from ``N(0, 1)`` and its p-value (which
         treats the entries as independent: a guide, not a test, where pixels are correlated). A step
         whose noise is identically 0 (a deterministic last step) gets ``nan`` correlations.
@@ -141,17 +146,22 @@ def noise_statistics(z: LatentCode, x0: torch.Tensor) -> dict[str, torch.Tensor]
     if not isinstance(x0, torch.Tensor) or x0.shape != z.x_start.shape:
         raise ValueError(f"x0 must have the code's image shape {tuple(z.x_start.shape)}, "
                          f"got {tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
-    n = z.noises.detach().double().cpu().flatten(1)                              # (S, B*C*H*W)
-    img = x0.detach().double().cpu().flatten()
+    if not isinstance(per_image, bool):
+        raise TypeError(f"per_image must be True or False, got {per_image!r}")
+    groups = x0.shape[0] if per_image else 1
+    n = z.noises.detach().double().cpu().reshape(z.noises.shape[0], groups, -1)      # (S, G, entries)
+    img = x0.detach().double().cpu().reshape(1, groups, -1).expand_as(n)
 
     def corr(a, b):
         a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
         return (a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()
 
-    ks = [stats.kstest(row.numpy(), "norm") for row in n]
-    return {"mean": n.mean(1), "var": n.var(1), "lag1": corr(n[:-1], n[1:]), "image_corr": corr(n, img.expand_as(n)),
-            "ks": torch.tensor([k.statistic for k in ks], dtype=torch.float64),
-            "ks_p": torch.tensor([k.pvalue for k in ks], dtype=torch.float64)}
+    ks = [[stats.kstest(row.numpy(), "norm") for row in step] for step in n]
+    out = {"mean": n.mean(-1), "var": n.var(-1), "lag1": corr(n[:-1], n[1:]), "image_corr": corr(n, img),
+           "sum_image_corr": corr(n.cumsum(0), img),
+           "ks": torch.tensor([[k.statistic for k in step] for step in ks], dtype=torch.float64),
+           "ks_p": torch.tensor([[k.pvalue for k in step] for step in ks], dtype=torch.float64)}
+    return out if per_image else {k: v[:, 0] for k, v in out.items()}
 
 
 def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, encoder: str = "edit-friendly") -> torch.Tensor:
