@@ -161,6 +161,9 @@ def test_edit_friendly_noises_carry_the_gap_between_independent_draws(x0):
     assert ratio.min() > 50
     with pytest.raises(ValueError, match="encoder must be one of"):
         ideal_noise_variance(s, ts, 1.0, encoder="ddim")
+    s.set_timesteps(20)                                                  # another schedule: refused, not misread
+    with pytest.raises(ValueError, match="set_timesteps"):
+        ideal_noise_variance(s, ts, 1.0)
 
 
 def test_noise_statistics_of_a_known_code():

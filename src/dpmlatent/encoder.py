@@ -179,12 +179,24 @@ def ideal_noise_variance(scheduler, timesteps: torch.Tensor, eta: float, *, enco
     ``scheduler.add_noise`` and its step with ideal outputs; ``nan`` where ``sigma_t = 0``.
 
     Args:
-        scheduler: a ``DDIMScheduler`` or ``DDPMScheduler`` with its timesteps set.
-        timesteps: ``(S,)`` the steps run (e.g. a code's ``timesteps``). eta: in (0, 1].
+        scheduler: a ``DDIMScheduler`` or ``DDPMScheduler`` with its timesteps set to those the code
+            ran (each step's previous timestep is read off the scheduler's current schedule).
+        timesteps: ``(S,)`` the steps run (e.g. a code's ``timesteps``): the end of
+            ``scheduler.timesteps`` (all of it at strength 1). eta: in (0, 1].
+
+    Raises:
+        ValueError: ``timesteps`` is not the end of the scheduler's current schedule (set it with
+            ``scheduler.set_timesteps(code.num_inference_steps)`` first).
     """
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     check_scheduler(scheduler, eta)
+    current = getattr(scheduler, "timesteps", None)
+    ts = torch.as_tensor(timesteps).reshape(-1).cpu().long()
+    if current is None or len(ts) > len(current) or not torch.equal(current[len(current) - len(ts):].cpu().long(), ts):
+        raise ValueError(f"timesteps {ts[:4].tolist()}... ({len(ts)} steps) are not the end of the scheduler's current "
+                         f"schedule ({0 if current is None else len(current)} steps): call "
+                         "scheduler.set_timesteps(code.num_inference_steps) first")
     one = torch.ones(1, 1, 1, 1, dtype=torch.float64)
     zero = torch.zeros_like(one)
     out = []
