@@ -417,3 +417,16 @@ def test_last_step_share_and_rms_read_the_codes_noises():
         last_step_share(LatentCode(z.x_start, noises[:1], z.timesteps[:1], 1))
     with pytest.raises(ValueError, match="last noise must be 0"):
         last_step_rms(LatentCode(z.x_start, noises[:4], z.timesteps[:4], 4))
+
+
+def test_encoder_registry_names_each_exact_encoder_once():
+    """One vocabulary: ENCODERS names the exact encoders, encoder_function returns each, and
+    METHOD_ENCODER maps the editing / translation methods that run one onto those names."""
+    from dpmlatent.encoder import ENCODERS, METHOD_ENCODER, encoder_function
+    from dpmlatent import edit, translation
+
+    assert [encoder_function(n) for n in ENCODERS] == [dpm_encode, edit_friendly_encode]
+    assert set(METHOD_ENCODER.values()) == set(ENCODERS)
+    assert set(METHOD_ENCODER) <= set(edit.ALL_METHODS) and set(METHOD_ENCODER) <= set(translation.ALL_METHODS)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        encoder_function("ddim")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .encoder import ddim_decode, ddim_invert, dpm_encode, edit_friendly_encode
+from .encoder import ddim_decode, ddim_invert, encoder_function
 from .latent import LatentCode, check_scheduler, decode, sampling_timesteps
 
 __all__ = ["schedule_differences", "check_same_schedule", "cycle_translate", "sdedit_translate",
@@ -71,13 +71,11 @@ def cycle_translate(src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, eta: flo
     Returns:
         ``(B, C, H, W)`` translations.
     """
-    encoders = {"dpm": dpm_encode, "edit-friendly": edit_friendly_encode}
-    if encoder not in encoders:
-        raise ValueError(f"encoder must be one of {tuple(encoders)}, got {encoder!r}")
+    encode = encoder_function(encoder)                 # raises for an unknown name
     if tgt_scheduler is not None:
         check_same_schedule(scheduler, tgt_scheduler)
-    z = encoders[encoder](src_unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
-                          strength=strength, generator=generator)
+    z = encode(src_unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps, strength=strength,
+               generator=generator)
     with torch.no_grad():
         return decode(tgt_unet, scheduler, z, eta=eta)
 

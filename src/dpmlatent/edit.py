@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .encoder import _Targets, ddim_decode, ddim_invert
+from .encoder import METHOD_ENCODER, _Targets, ddim_decode, ddim_invert
 from .cycle import sdedit_translate
 from .latent import check_scheduler, sampling_timesteps, step_with_noise
 
@@ -55,7 +55,7 @@ def _check_common(eta: float, strength: float, guidance_scale: float, source_gui
                   method: str) -> None:
     if method not in ALL_METHODS:
         raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
-    if method in ("cyclediffusion", "edit-friendly") and eta == 0:
+    if method in METHOD_ENCODER and eta == 0:
         raise ValueError(f"eta=0 is deterministic DDIM: {method} has no stochastic latent to encode into "
                          "(diffusers' pipeline silently runs another method here). Use eta in (0, 1], or "
                          "method='ddim-inversion' for the deterministic baseline")
@@ -128,7 +128,7 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
         return sdedit_translate(unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
                                 strength=strength, generator=generator, **target)
     timesteps = sampling_timesteps(scheduler, num_inference_steps, strength)
-    targets = _Targets("dpm" if method == "cyclediffusion" else "edit-friendly", unet, scheduler, x0, timesteps, eta,
+    targets = _Targets(METHOD_ENCODER[method], unet, scheduler, x0, timesteps, eta,
                        generator, source)
     x_src = x_tgt = targets.start()
     n_src = 2 if source["uncond"] is not None else 1

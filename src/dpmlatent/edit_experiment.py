@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .edit import cycle_edit
+from .encoder import METHOD_ENCODER
 from .reporting import Column, Table, share_column
 from .text import caption
 
@@ -200,7 +201,7 @@ def matched_edit(pipe, task: EditTask, method: str, level: float, *, guidance_sc
 
     if method not in EDIT_ETA:
         raise ValueError(f"method must be one of {tuple(EDIT_ETA)}, got {method!r}")
-    if eta is not None and method not in ("cyclediffusion", "edit-friendly"):
+    if eta is not None and method not in METHOD_ENCODER:
         raise ValueError(f"eta can only be set for the exact encoders (cyclediffusion, edit-friendly); {method} uses "
                          f"{EDIT_ETA[method]}")
     run_eta = EDIT_ETA[method] if eta is None else eta

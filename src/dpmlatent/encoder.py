@@ -55,9 +55,9 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "edit_friendly_encode", "ENCODERS", "posterior_sample", "perfect_model_output", "step_sigma",
-           "mismatch_gain", "last_step_share", "last_step_rms", "noise_statistics", "ideal_noise_variance", "ddim_invert",
-           "ddim_decode"]
+__all__ = ["dpm_encode", "edit_friendly_encode", "encoder_function", "ENCODERS", "METHOD_ENCODER", "posterior_sample",
+           "perfect_model_output", "step_sigma", "mismatch_gain", "last_step_share", "last_step_rms", "noise_statistics",
+           "ideal_noise_variance", "ddim_invert", "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:
@@ -304,6 +304,9 @@ def _check_x0(unet, x0: torch.Tensor) -> None:
 
 
 ENCODERS = ("dpm", "edit-friendly")
+# The editing and translation methods that run an exact encoder, and which one (edit.py, translation.py and
+# edit_experiment.py read this; "cyclediffusion" is the paper's name for DPM-Encoder + decoding elsewhere).
+METHOD_ENCODER = {"cyclediffusion": "dpm", "edit-friendly": "edit-friendly"}
 
 
 class _Targets:
@@ -461,6 +464,14 @@ def edit_friendly_encode(unet, scheduler, x0: torch.Tensor, *, eta: float = 1.0,
     return _exact_encode("edit-friendly", unet, scheduler, x0, eta=eta, num_inference_steps=num_inference_steps,
                          strength=strength, generator=generator, cond=cond, uncond=uncond,
                          guidance_scale=guidance_scale, progress=progress, desc="edit_friendly_encode")
+
+
+def encoder_function(name: str):
+    """The exact encoder called ``name`` (one of :data:`ENCODERS`): :func:`dpm_encode` or
+    :func:`edit_friendly_encode`."""
+    if name not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+    return {"dpm": dpm_encode, "edit-friendly": edit_friendly_encode}[name]
 
 
 @torch.no_grad()

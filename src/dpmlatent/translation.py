@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, zoo
 from .cycle import check_same_schedule, cycle_translate, ddib_translate, sdedit_translate
+from .encoder import METHOD_ENCODER
 from .matching import MatchedPoint, match_level, matched_difference, strength_of_steps
 from .reporting import Column, Table, share_column
 from .run_store import check_store, fingerprint, run_images
@@ -65,10 +66,10 @@ def translate(method: str, src_unet, tgt_unet, scheduler, x0: torch.Tensor, *, s
     if method not in ALL_METHODS:
         raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
     eta = DEFAULT_ETA[method] if eta is None else eta
-    if method in ("cyclediffusion", "edit-friendly"):
+    if method in METHOD_ENCODER:
         return cycle_translate(src_unet, tgt_unet, scheduler, x0, eta=eta, strength=strength,
                                num_inference_steps=num_inference_steps, generator=generator,
-                               encoder="dpm" if method == "cyclediffusion" else "edit-friendly")
+                               encoder=METHOD_ENCODER[method])
     if method == "sdedit":
         return sdedit_translate(tgt_unet, scheduler, x0, eta=eta, strength=strength,
                                 num_inference_steps=num_inference_steps, generator=generator)
