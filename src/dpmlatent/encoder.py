@@ -156,11 +156,11 @@ def noise_statistics(z: LatentCode, x0: torch.Tensor, *, per_image: bool = False
         a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
         return (a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()
 
-    ks = [[stats.kstest(row.numpy(), "norm") for row in step] for step in n]
+    ks = stats.kstest(n.numpy(), "norm", axis=-1)                                # every step (and image) at once
     out = {"mean": n.mean(-1), "var": n.var(-1), "lag1": corr(n[:-1], n[1:]), "image_corr": corr(n, img),
            "sum_image_corr": corr(n.cumsum(0), img),
-           "ks": torch.tensor([[k.statistic for k in step] for step in ks], dtype=torch.float64),
-           "ks_p": torch.tensor([[k.pvalue for k in step] for step in ks], dtype=torch.float64)}
+           "ks": torch.as_tensor(ks.statistic, dtype=torch.float64).reshape(n.shape[:2]),
+           "ks_p": torch.as_tensor(ks.pvalue, dtype=torch.float64).reshape(n.shape[:2])}
     return out if per_image else {k: v[:, 0] for k, v in out.items()}
 
 
