@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: install book book-offline check-book test unit nbval portability execute zoo quality clean
+.PHONY: install book book-offline check-book test unit nbval portability execute zoo quality clean grade student
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ CHECK_KERNELS = $$($(BIN)/python tools/kernel_path.py)
 test: $(STAMP)
 	$(BIN)/python tools/kernel_path.py --describe
 	env $(CHECK_KERNELS) $(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider --durations=12
+
+# Grade an assignment (assignments/NAME.py) with the project's own checks:
+#   make grade A=slerp            (or A=encoder_noise, asymmetric_update, langevin_proposal)
+#   make grade A=slerp S=my/slerp.py
+grade: $(STAMP)
+	@test -n "$(A)" || { echo "usage: make grade A=NAME [S=FILE]; NAME is one of: $$(cd assignments && ls *.py | sed 's/\.py$$//' | tr '\n' ' ')"; exit 2; }
+	$(BIN)/python -m pytest tests/test_assignments.py --grade $(A) $(if $(S),--student $(S)) -q --tb=short -p no:cacheprovider
+
+# The student edition in _build/student: notebooks without their solution cells, the assignment
+# stubs, and the book built from them (solutions gone entirely).
+student: $(STAMP)
+	$(BIN)/python tools/student_edition.py --out _build/student
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"

@@ -71,3 +71,23 @@ def pytest_report_header(config):
         line += ("\nNOTE: the same kernel path that stored the outputs checks them: this run does not "
                  "simulate another machine (no other path on this CPU, or ATEN_CPU_CAPABILITY was set)")
     return line
+
+
+def pytest_addoption(parser):
+    """``--grade NAME [--student FILE]``: grade an assignment (``make grade A=NAME``): run only its
+    tests in tests/test_assignments.py, against the function in FILE (default assignments/NAME.py)."""
+    group = parser.getgroup("assignments")
+    group.addoption("--grade", default=None, metavar="NAME", help="grade the assignment NAME (see assignments/)")
+    group.addoption("--student", default=None, metavar="FILE", help="the student's file (default assignments/NAME.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """When grading, keep only the graded assignment's tests."""
+    name = config.getoption("--grade", default=None)
+    if name is None:
+        return
+    keep = [item for item in items if (m := item.get_closest_marker("assignment")) and m.args[0] == name]
+    if not keep:
+        raise pytest.UsageError(f"--grade: no assignment named {name!r} (see the files in assignments/)")
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep

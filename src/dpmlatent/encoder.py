@@ -55,7 +55,8 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "edit_friendly_encode", "encoder_function", "ENCODERS", "METHOD_ENCODER", "posterior_sample",
+__all__ = ["dpm_encode", "edit_friendly_encode", "encoder_function", "encoder_noise", "ENCODERS", "METHOD_ENCODER",
+           "posterior_sample",
            "perfect_model_output", "step_sigma", "mismatch_gain", "last_step_share", "last_step_rms", "noise_statistics",
            "ideal_noise_variance", "ddim_invert", "ddim_decode"]
 
@@ -88,6 +89,23 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
     with ``x = 0`` and model output ``0`` the step returns ``sigma_t * noise``."""
     zeros = torch.zeros_like(like)
     return step_with_noise(scheduler, zeros, t, zeros, torch.ones_like(like), eta)
+
+
+def encoder_noise(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, target: torch.Tensor,
+                  eta: float) -> torch.Tensor:
+    """DPM-Encoder's step: the noise that makes the sampler's step from ``x = x_t`` land on ``target``.
+
+    The sampler computes ``x_prev = mu_theta(x_t, t) + sigma_t * eps``; solved for ``eps``,
+
+        eps = (target - mu_theta(x_t, t)) / sigma_t,
+
+    with ``mu_theta`` the scheduler's step fed ``model_output`` and zero noise, and ``sigma_t``
+    :func:`step_sigma` (both read off the scheduler, so every schedule and prediction type is covered).
+    ``x``, ``model_output``, ``target``: ``(B, C, H, W)``; returns a tensor like ``x``. ``sigma_t`` must
+    be > 0 (``eta`` > 0 and not a deterministic last step).
+    """
+    mu = step_with_noise(scheduler, model_output, t, x, torch.zeros_like(x), eta)
+    return (target - mu) / step_sigma(scheduler, t, eta, x)
 
 
 def _stochastic_noises(z: LatentCode) -> torch.Tensor:
@@ -365,10 +383,6 @@ class _Targets:
                                       self.guidance)
         return target
 
-    def noise(self, i: int, goal: torch.Tensor | None, mu: torch.Tensor) -> torch.Tensor:
-        """``eps_i = (goal - mu) / sigma_i`` (0 for a deterministic last step)."""
-        return torch.zeros_like(mu) if goal is None else (goal - mu) / self.sigmas[i]
-
 
 def _exact_encode(scheme, unet, scheduler, x0, *, eta, num_inference_steps, strength, generator, cond, uncond,
                   guidance_scale, progress, desc):
@@ -392,7 +406,7 @@ def _exact_encode(scheme, unet, scheduler, x0, *, eta, num_inference_steps, stre
             noises.append(zeros)                      # no effect: x was chosen so that this step gives x0
             break
         out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
-        eps = targets.noise(i, goal, step_with_noise(scheduler, out, t, x, zeros, eta))
+        eps = encoder_noise(scheduler, out, t, x, goal, eta)
         noises.append(eps)
         x = step_with_noise(scheduler, out, t, x, eps, eta)   # what the decoder will compute
     return LatentCode(x_start, torch.stack(noises), timesteps, num_inference_steps)

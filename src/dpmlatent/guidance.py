@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .evidence import Interval, bootstrap_ci
 from .latent import LatentCode, decode
 
-__all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "latent_energy", "diffusion_generator", "Guided", "guide",
+__all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "langevin_proposal", "latent_energy", "diffusion_generator", "Guided", "guide",
            "Plateau", "plateau"]
 
 #: The grid (``langevin(grid=...)``) that makes float64 chains the same across kernel paths and the
@@ -68,6 +68,17 @@ def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
         shape = z0.shape
         return z0.reshape(len(z0), -1), lambda flat: flat.reshape(shape)
     raise TypeError(f"z0 must be a torch.Tensor or a LatentCode, got {type(z0).__name__}")
+
+
+def langevin_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
+    """One Langevin update (the proposal of :func:`langevin`):
+
+        z' = z - (s / 2) * grad U(z) + sqrt(s) * n,    n ~ N(0, I),
+
+    ``z``, ``grad`` (= ``∇U(z)``) and ``noise`` (= ``n``): tensors of one shape, e.g. ``(B, D)``; ``step_size`` = ``s`` > 0.
+    Returns a tensor like ``z``.
+    """
+    return z - 0.5 * step_size * grad + step_size ** 0.5 * noise
 
 
 def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
@@ -153,7 +164,7 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
     energies.append(u.cpu())
     for _ in tqdm(range(steps), desc="mala" if metropolis else "langevin", disable=not progress):
         noise = torch.cat([randn_tensor(block, generator=g, device=flat.device, dtype=flat.dtype) for g in gens])
-        proposal = flat.detach() - 0.5 * step_size * grad + step_size ** 0.5 * noise
+        proposal = langevin_proposal(flat.detach(), grad, step_size, noise)
         if grid is not None:
             proposal = torch.round(proposal / grid) * grid
         u_new, grad_new = energy_and_grad(proposal)

@@ -50,7 +50,7 @@ from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
                      step_with_noise, unclipped_copy, without_clipping)
 
-__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "edit_steps", "asyrp_decode",
+__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "asymmetric_update", "edit_steps", "asyrp_decode",
            "record_trajectory", "frozen", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
            "jacobian_directions", "principal_angles", "mean_difference_direction"]
 
@@ -182,8 +182,25 @@ def asymmetric_step(unet, scheduler, x: torch.Tensor, t, delta_h: torch.Tensor |
     plain = step_with_noise(scheduler, out, t, x, noise, eta)
     if delta_h is None:
         return plain
-    out_edit = shifted_output(out)
-    x0, x0_edit = predicted_x0(scheduler, out, t, x), predicted_x0(scheduler, out_edit, t, x)
+    return asymmetric_update(scheduler, out, shifted_output(out), t, x, noise, eta, plain=plain)
+
+
+def asymmetric_update(scheduler, model_output: torch.Tensor, edited_output: torch.Tensor, t, x: torch.Tensor,
+                      noise: torch.Tensor, eta: float, *, plain: torch.Tensor | None = None) -> torch.Tensor:
+    """Asyrp's asymmetric step from the two model outputs (the part of :func:`asymmetric_step` after the
+    U-Net): the plain step with its clean-image term swapped for the edited one,
+
+        x_{t-1} = sqrt(abar_prev) P_t(eps_edit) + sqrt(1 - abar_prev - sigma_t^2) eps + sigma_t * noise
+                = step(eps, t, x) + sqrt(abar_prev) (P_t(eps_edit) - P_t(eps)),
+
+    ``P_t(e) = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)`` for an epsilon model (in general
+    :func:`predicted_x0`, clipped as the scheduler does). ``model_output`` (``eps``, the plain
+    prediction), ``edited_output`` (``eps_edit``, the shifted model's), ``x`` (``x_t``) and ``noise``:
+    ``(B, C, H, W)``; ``plain``: the plain step if already computed. Returns a tensor like ``x``.
+    """
+    if plain is None:
+        plain = step_with_noise(scheduler, model_output, t, x, noise, eta)
+    x0, x0_edit = predicted_x0(scheduler, model_output, t, x), predicted_x0(scheduler, edited_output, t, x)
     return plain + _clean_part(scheduler, x0_edit, t, eta) - _clean_part(scheduler, x0, t, eta)
 
 
