@@ -1,5 +1,11 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +77,16 @@ def pytest_report_header(config):
         line += ("\nNOTE: the same kernel path that stored the outputs checks them: this run does not "
                  "simulate another machine (no other path on this CPU, or ATEN_CPU_CAPABILITY was set)")
     return line
+
+
+@pytest.fixture(scope="session")
+def built_html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n",
+                           "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"
 
 
 def pytest_addoption(parser):

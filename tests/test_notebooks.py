@@ -83,16 +83,6 @@ def test_setup_cell_and_launch_links_name_our_repository(path):
     assert CONFIG["repository"]["url"] in "".join(setup["source"]) and "setup(" in "".join(setup["source"])
 
 
-@pytest.fixture(scope="session")
-def built_html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    jb = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n",
-                           "--keep-going"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "_build" / "html"
-
-
 def _git_files():
     proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
     return set(proc.stdout.split())
