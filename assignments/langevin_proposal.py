@@ -10,12 +10,12 @@ import torch
 def langevin_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
     """One step of unadjusted Langevin dynamics for ``p(z) ∝ exp(-U(z))``:
 
-        z' = z - (s / 2) * grad U(z) + sqrt(s) * n,    n ~ N(0, I).
+        z' = z - (delta / 2) * grad U(z) + sqrt(delta) * n,    n ~ N(0, I).
 
     Args:
         z: ``(B, D)`` current codes.
         grad: ``(B, D)`` the energy's gradient ``∇U(z)``.
-        step_size: ``s`` > 0.
+        step_size: ``delta`` > 0.
         noise: ``(B, D)`` the standard normal draw ``n``.
 
     Returns:

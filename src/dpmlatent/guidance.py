@@ -73,9 +73,10 @@ def _as_flat(z0) -> tuple[torch.Tensor, Callable]:
 def langevin_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
     """One Langevin update (the proposal of :func:`langevin`):
 
-        z' = z - (s / 2) * grad U(z) + sqrt(s) * n,    n ~ N(0, I),
+        z' = z - (delta / 2) * grad U(z) + sqrt(delta) * n,    n ~ N(0, I),
 
-    ``z``, ``grad`` (= ``∇U(z)``) and ``noise`` (= ``n``): tensors of one shape, e.g. ``(B, D)``; ``step_size`` = ``s`` > 0.
+    ``z``, ``grad`` (= ``∇U(z)``) and ``noise`` (= ``n``): tensors of one shape, e.g. ``(B, D)``;
+    ``step_size`` = ``delta`` > 0 (the book's notation page; :func:`langevin` calls it ``s``).
     Returns a tensor like ``z``.
     """
     return z - 0.5 * step_size * grad + step_size ** 0.5 * noise
