@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from colab import chapters      # the chapters in _toc.yml's order (tools/colab.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "solution"
 SOLUTION_DIRECTIVE = re.compile(r"[`:]{3,}\{solution(-start|-end)?\}")
@@ -48,14 +50,6 @@ def strip_solutions(nb: dict, name: str = "notebook") -> dict:
 def exercises(nb: dict) -> int:
     """How many exercise directives the notebook has."""
     return sum(len(EXERCISE_DIRECTIVE.findall("".join(c["source"]))) for c in nb["cells"] if c["cell_type"] == "markdown")
-
-
-def chapters() -> list[Path]:
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").is_file()]
 
 
 def write_notebooks(out: Path) -> list[Path]:

@@ -143,7 +143,8 @@ def edit_latents(unet, scheduler, x0: torch.Tensor, *, source_cond: torch.Tensor
         out_src = both[0] + source_guidance_scale * (both[1] - both[0]) if n_src == 2 else both[0]
         rest = both[n_src:]
         out_tgt = rest[0] + guidance_scale * (rest[1] - rest[0]) if len(rest) == 2 else rest[0]
-        eps = torch.zeros_like(x0) if goal is None else encoder_noise(scheduler, out_src, t, x_src, goal, eta)
+        eps = (torch.zeros_like(x0) if goal is None
+               else encoder_noise(scheduler, out_src, t, x_src, goal, eta, sigma=targets.sigmas[i]))
         x_src = step_with_noise(scheduler, out_src, t, x_src, eps, eta)
         x_tgt = step_with_noise(scheduler, out_tgt, t, x_tgt, eps, eta)
     return x_tgt

@@ -92,7 +92,7 @@ def step_sigma(scheduler, t, eta: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def encoder_noise(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, target: torch.Tensor,
-                  eta: float) -> torch.Tensor:
+                  eta: float, *, sigma: torch.Tensor | None = None) -> torch.Tensor:
     """DPM-Encoder's step: the noise that makes the sampler's step from ``x = x_t`` land on ``target``.
 
     The sampler computes ``x_prev = mu_theta(x_t, t) + sigma_t * eps``; solved for ``eps``,
@@ -102,10 +102,11 @@ def encoder_noise(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, tar
     with ``mu_theta`` the scheduler's step fed ``model_output`` and zero noise, and ``sigma_t``
     :func:`step_sigma` (both read off the scheduler, so every schedule and prediction type is covered).
     ``x``, ``model_output``, ``target``: ``(B, C, H, W)``; returns a tensor like ``x``. ``sigma_t`` must
-    be > 0 (``eta`` > 0 and not a deterministic last step).
+    be > 0 (``eta`` > 0 and not a deterministic last step); ``sigma``: :func:`step_sigma` if already computed
+    (the encoders compute it once per step before their loop).
     """
     mu = step_with_noise(scheduler, model_output, t, x, torch.zeros_like(x), eta)
-    return (target - mu) / step_sigma(scheduler, t, eta, x)
+    return (target - mu) / (step_sigma(scheduler, t, eta, x) if sigma is None else sigma)
 
 
 def _stochastic_noises(z: LatentCode) -> torch.Tensor:
@@ -406,7 +407,7 @@ def _exact_encode(scheme, unet, scheduler, x0, *, eta, num_inference_steps, stre
             noises.append(zeros)                      # no effect: x was chosen so that this step gives x0
             break
         out = denoiser_output(unet, scheduler.scale_model_input(x, t), t, **guidance)
-        eps = encoder_noise(scheduler, out, t, x, goal, eta)
+        eps = encoder_noise(scheduler, out, t, x, goal, eta, sigma=targets.sigmas[i])
         noises.append(eps)
         x = step_with_noise(scheduler, out, t, x, eps, eta)   # what the decoder will compute
     return LatentCode(x_start, torch.stack(noises), timesteps, num_inference_steps)
