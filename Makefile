@@ -29,15 +29,15 @@ book-offline: $(STAMP)
 check-book: book-offline
 	$(BIN)/python tools/check_book.py
 
-# `make execute` stores the outputs on this machine's default CPU kernel path; `make test` checks
-# them under another one (tools/kernel_path.py picks it: avx2 on an AVX-512 CPU, the scalar
-# "default" on an AVX2 CPU), as a machine with another CPU would. `make nbval` checks them on the
-# default path: the two together are "nbval passes twice, under both kernel paths".
-CHECK_KERNELS = $$($(BIN)/python tools/kernel_path.py)
-
+# `make execute` stores the outputs on this machine's default CPU kernel path and stamps it in each
+# notebook; `make test` checks every notebook on another path of this machine (the fastest other
+# than the one that stored it: tools/kernel_path.py), as a machine with another CPU would, and
+# `make nbval` on a second one: the two together are "nbval passes twice, under both kernel paths".
+# The unit tests run on the machine's default path, in two worker processes (pytest-xdist).
 test: $(STAMP)
 	$(BIN)/python tools/kernel_path.py --describe
-	env $(CHECK_KERNELS) $(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider --durations=12
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest tests -n 2 --dist worksteal -p no:cacheprovider --durations=12
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) --kernel-paths=check -p no:cacheprovider --durations=12
 
 # Grade an assignment (assignments/NAME.py) with the project's own checks:
 #   make grade A=slerp            (or A=encoder_noise, asymmetric_update, langevin_proposal)
@@ -55,14 +55,14 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
 nbval: $(STAMP)
-	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) --kernel-paths=second -p no:cacheprovider
 
 # Execute the chapters under the check's kernel path into _build/portability and list every
 # printed line that differs from the stored outputs (what `make test` would fail on).
 portability: $(STAMP)
 	mkdir -p _build/portability
 	for nb in $(NOTEBOOKS); do \
-	  env $(CHECK_KERNELS) $(BIN)/jupyter nbconvert --to notebook --execute --output-dir _build/portability \
+	  env $$($(BIN)/python tools/kernel_path.py --check "$$nb") $(BIN)/jupyter nbconvert --to notebook --execute --output-dir _build/portability \
 	    --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
 	done
 	$(BIN)/python tools/compare_outputs.py notebooks _build/portability

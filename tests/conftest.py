@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: One thread per process when pytest-xdist runs the suite in two worker processes (``make test``:
+#: ``-n 2``; the tests are small and gain more from two processes than from two threads), else two.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 
@@ -45,38 +51,6 @@ def x0():
     from dpmlatent import data
 
     return data.handwritten_digits("test").images[:3]
-
-
-def import_tool(name: str):
-    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
-    import importlib
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
-def pytest_report_header(config):
-    """Say which CPU kernel path this run uses and which one stored the chapters' outputs, so a
-    log shows whether nbval simulated another machine (see tools/kernel_path.py)."""
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    kernel_path = import_tool("kernel_path")
-    capability, stored_paths = kernel_path.capability, kernel_path.stored_paths
-    current, default = torch.backends.cpu.get_cpu_capability(), capability()
-    stored = sorted(set(stored_paths(sorted((root / "notebooks").glob("*.ipynb"))).values()))
-    line = (f"CPU kernel path: this run {current} (machine default {default}); "
-            f"the chapters' stored outputs were executed with {', '.join(stored)}")
-    if stored == [current]:
-        line += ("\nNOTE: the same kernel path that stored the outputs checks them: this run does not "
-                 "simulate another machine (no other path on this CPU, or ATEN_CPU_CAPABILITY was set)")
-    return line
 
 
 @pytest.fixture(scope="session")

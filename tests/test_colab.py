@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import import_tool
+from tooling import import_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 colab = import_tool("colab")

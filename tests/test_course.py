@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import import_tool
+from tooling import import_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 student = import_tool("student_edition")

@@ -27,7 +27,7 @@ def test_every_notebook_is_in_the_toc():
 
 
 def _profile_chapters():
-    from conftest import import_tool
+    from tooling import import_tool
 
     return import_tool("profile_chapters")
 
@@ -76,7 +76,7 @@ def test_stored_outputs_are_complete_and_error_free(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_setup_cell_and_launch_links_name_our_repository(path):
     """The Colab setup block and the launch line are tools/colab.py's, from _config.yml's repository."""
-    from conftest import import_tool
+    from tooling import import_tool
 
     assert import_tool("colab").check_cells(path) == []
     setup = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")

@@ -3,15 +3,22 @@
 PyTorch picks its vectorised CPU kernels per machine (``torch.backends.cpu.get_cpu_capability()``:
 AVX512, AVX2, DEFAULT, ...), and floating-point results differ between them in the last bits.
 A book whose stored outputs only reproduce on the CPU that wrote them fails elsewhere, so the
-tests simulate another machine: ``make execute`` runs the chapters on this machine's default
-path and ``make test`` checks them under another one, chosen here:
+tests simulate another machine. Each notebook records the path that stored its outputs
+(``make execute`` stamps it), and the tests run every notebook's kernel on a path of this machine
+*other than that one*, the fastest there is:
 
-    machine default AVX512 -> check with ATEN_CPU_CAPABILITY=avx2
-    machine default AVX2   -> check with ATEN_CPU_CAPABILITY=default (no vector kernels)
-    anything else          -> no other path: the check runs on the same path, and says so
+    stored AVX512, machine AVX512 -> check with avx2        (machine AVX2 -> its own AVX2)
+    stored AVX2,   machine AVX512 -> check with AVX512      (machine AVX2 -> the scalar "default")
+    stored DEFAULT (scalar)       -> check with the machine's own vector path
+    no record                     -> treated as stored on this machine's default
 
-    python tools/kernel_path.py            # prints the environment assignment for the check
-    python tools/kernel_path.py --describe # one line for humans
+``make test`` is that check (``pytest --kernel-paths=check``); ``make nbval`` is the second pass
+(``--kernel-paths=second``): each notebook on the path that stored it where this machine has it,
+otherwise on a third path, so that the two passes always use two different paths. A machine with
+only one path runs both on it, and the test log's header says so.
+
+    python tools/kernel_path.py --describe            # one line for humans, and the plan
+    python tools/kernel_path.py --check NOTEBOOK      # ATEN_CPU_CAPABILITY=... for its check
     python tools/kernel_path.py --stamp notebooks/*.ipynb   # record the path in the notebooks
 """
 
@@ -24,7 +31,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ALTERNATIVE = {"AVX512": "avx2", "AVX2": "default"}
+#: The paths a machine whose default is the key has, fastest first.
+PATHS = {"AVX512": ("AVX512", "AVX2", "DEFAULT"), "AVX2": ("AVX2", "DEFAULT")}
+#: The ``ATEN_CPU_CAPABILITY`` value that selects each path.
+ENV_VALUE = {"AVX512": "avx512", "AVX2": "avx2", "DEFAULT": "default"}
+MODES = ("check", "second")
 METADATA_KEY = "dpmlatent"
 
 
@@ -39,11 +50,24 @@ def capability(env_value: str | None = None) -> str:
     return out.stdout.strip()
 
 
-def check_env(default: str | None = None) -> str:
-    """``ATEN_CPU_CAPABILITY=...`` for the check, or ``""`` when this machine has no other path
-    (``default``: the machine's default capability, if already known)."""
-    alt = ALTERNATIVE.get(default or capability())
-    return f"ATEN_CPU_CAPABILITY={alt}" if alt else ""
+def plan(stored: str, default: str, mode: str = "check") -> str:
+    """The path on which to run a notebook whose outputs were stored with ``stored``, on a machine
+    whose default path is ``default``.
+
+    ``mode="check"``: the fastest path of this machine other than ``stored`` (``"unknown"`` counts
+    as ``default``). ``mode="second"``: a path other than the check's: ``stored`` where this machine
+    has it, else the fastest remaining one. Where the machine has no other path, ``default``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    paths = PATHS.get(default, (default,))
+    stored = default if stored == "unknown" else stored
+    check = next((p for p in paths if p != stored), default)
+    if mode == "check":
+        return check
+    if stored in paths and stored != check:
+        return stored
+    return next((p for p in paths if p != check), check)
 
 
 def stored_paths(notebooks) -> dict[str, str]:
@@ -53,6 +77,11 @@ def stored_paths(notebooks) -> dict[str, str]:
         meta = json.loads(Path(path).read_text()).get("metadata", {}).get(METADATA_KEY, {})
         found[Path(path).name] = meta.get("executed_with", "unknown")
     return found
+
+
+def env_assignment(path: str) -> str:
+    """``ATEN_CPU_CAPABILITY=...`` selecting ``path``."""
+    return f"ATEN_CPU_CAPABILITY={ENV_VALUE.get(path, path.lower())}"
 
 
 def stamp(notebooks) -> None:
@@ -66,21 +95,31 @@ def stamp(notebooks) -> None:
         nbformat.write(nb, path)
 
 
+def describe(notebooks, default: str) -> str:
+    """The machine's default path and, per notebook, stored -> check / second pass."""
+    lines = [f"machine default {default}; its paths: {', '.join(PATHS.get(default, (default,)))}"]
+    for name, stored in stored_paths(notebooks).items():
+        check, second = plan(stored, default, "check"), plan(stored, default, "second")
+        note = "" if check != stored else "  (no other path here: the check does not simulate another machine)"
+        lines.append(f"  {name}: stored {stored}; make test checks with {check}, make nbval with {second}{note}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--describe", action="store_true", help="a line for humans")
+    parser.add_argument("--describe", action="store_true", help="the machine's paths and each notebook's plan")
+    parser.add_argument("--check", metavar="NOTEBOOK", help="print the environment assignment for its check")
     parser.add_argument("--stamp", nargs="+", metavar="NOTEBOOK", help="record the kernel path in these notebooks")
     args = parser.parse_args(argv)
     if args.stamp:
         stamp(args.stamp)
         return 0
     default = capability()                                   # one subprocess, not two
-    env = check_env(default)
-    if args.describe:
-        print(f"machine default {default}; the check runs with {env}" if env else
-              f"machine default {default}; no other kernel path on this machine: the check runs on the same one")
+    if args.check:
+        print(env_assignment(plan(stored_paths([args.check])[Path(args.check).name], default)))
     else:
-        print(env)
+        root = Path(__file__).resolve().parent.parent
+        print(describe(sorted((root / "notebooks").glob("*.ipynb")), default))
     return 0
 
 
