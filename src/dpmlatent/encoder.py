@@ -55,10 +55,10 @@ SIGMA_ZERO = 1e-8
 # Random starts of the last-step solve after the posterior sample and the noise-free point.
 RESTARTS = 2
 
-__all__ = ["dpm_encode", "edit_friendly_encode", "encoder_function", "encoder_noise", "ENCODERS", "METHOD_ENCODER",
-           "posterior_sample",
-           "perfect_model_output", "step_sigma", "mismatch_gain", "last_step_share", "last_step_rms", "noise_statistics",
-           "ideal_noise_variance", "ddim_invert", "ddim_decode"]
+__all__ = ["dpm_encode", "edit_friendly_encode", "encoder_function", "encoder_noise", "ENCODERS",
+           "METHOD_ENCODER", "posterior_sample", "perfect_model_output", "step_sigma", "mismatch_gain",
+           "last_step_share", "last_step_rms", "noise_statistics", "ideal_noise_variance", "ddim_invert",
+           "ddim_decode"]
 
 
 def perfect_model_output(scheduler, x0: torch.Tensor, xt: torch.Tensor, t) -> torch.Tensor:

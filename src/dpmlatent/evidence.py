@@ -35,7 +35,8 @@ from statistics import NormalDist
 import torch
 
 __all__ = ["Interval", "as_share", "wilson_interval", "difference_of_shares", "verdict", "bootstrap_ci",
-           "paired_bootstrap_ci", "unpaired_bootstrap_ci", "jackknife_ci", "unpaired_jackknife_ci", "Verdict", "verdict_table", "across_metrics"]
+           "paired_bootstrap_ci", "unpaired_bootstrap_ci", "jackknife_ci", "unpaired_jackknife_ci",
+           "Verdict", "verdict_table", "across_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from .evidence import Interval, bootstrap_ci
 from .latent import LatentCode, decode
 
-__all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "langevin_proposal", "latent_energy", "diffusion_generator", "Guided", "guide",
-           "Plateau", "plateau"]
+__all__ = ["PORTABLE_GRID", "LangevinResult", "langevin", "langevin_proposal", "latent_energy",
+           "diffusion_generator", "Guided", "guide", "Plateau", "plateau"]
 
 #: The grid (``langevin(grid=...)``) that makes float64 chains the same across kernel paths and the
 #: Intel machines tried: 2^-8 (about 0.004). Its rounding (a standard deviation of 0.001) is 25 times
@@ -87,12 +87,12 @@ def langevin(energy_fn: Callable, z0, *, steps: int, step_size: float,
              metropolis: bool = False, progress: bool = True) -> LangevinResult:
     """Langevin dynamics for ``p(z) ∝ exp(-energy_fn(z))``, unadjusted (ULA) or Metropolis-adjusted (MALA).
 
-    Each of the ``steps`` iterations proposes ``z' = z - (step_size / 2) ∇U(z) + √step_size · n``
-    with ``n ~ N(0, I)`` and ``U = energy_fn``. Unadjusted, ``z <- z'``: for small ``step_size`` and
-    many steps ``z`` is (approximately) distributed as ``p``; the bias of the discretisation grows
-    with ``step_size``, and on a sharp energy a large step can throw a chain far out. With
+    Each of the ``steps`` iterations proposes ``z' = z - (δ/2) ∇U(z) + √δ · n`` with ``δ = step_size``
+    (the book's Langevin step), ``n ~ N(0, I)`` and ``U = energy_fn``. Unadjusted, ``z <- z'``: for
+    small ``δ`` and many steps ``z`` is (approximately) distributed as ``p``; the bias of the
+    discretisation grows with ``δ``, and on a sharp energy a large step can throw a chain far out. With
     ``metropolis=True`` the proposal is accepted with probability
-    ``min(1, exp(U(z) - U(z') + (‖z' - z + (s/2)∇U(z)‖² - ‖z - z' + (s/2)∇U(z')‖²) / (2s)))`` (the
+    ``min(1, exp(U(z) - U(z') + (‖z' - z + (δ/2)∇U(z)‖² - ‖z - z' + (δ/2)∇U(z')‖²) / (2δ)))`` (the
     Metropolis–Hastings ratio of the Gaussian proposal, Roberts & Tweedie 1996), else ``z`` stays:
     ``p`` is then the exact stationary distribution whatever the step (a larger step only lowers the
     acceptance), and a proposal that would throw the chain out is rejected. It costs one uniform

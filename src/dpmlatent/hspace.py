@@ -50,9 +50,11 @@ from .encoder import perfect_model_output
 from .latent import (LatentCode, _ddpm_noise, check_scheduler, denoiser_output, sampling_timesteps,
                      step_with_noise, unclipped_copy, without_clipping)
 
-__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift", "predicted_x0", "step_weights", "asymmetric_step", "asymmetric_update", "edit_steps", "asyrp_decode",
-           "record_trajectory", "frozen", "HDirection", "learn_delta_h", "directional_clip_loss", "pca_directions",
-           "jacobian_directions", "principal_angles", "mean_difference_direction"]
+__all__ = ["bottleneck", "noised_bottleneck", "shift_bottleneck", "timestep_embedding", "module_shift",
+           "predicted_x0", "step_weights", "asymmetric_step", "asymmetric_update", "edit_steps",
+           "asyrp_decode", "record_trajectory", "frozen", "HDirection", "learn_delta_h",
+           "directional_clip_loss", "pca_directions", "jacobian_directions", "principal_angles",
+           "mean_difference_direction"]
 
 
 def _mid_block(unet) -> torch.nn.Module:

@@ -26,8 +26,8 @@ from torch import nn
 from .fitting import TrainResult, check_steps, fit as fit_loop
 
 __all__ = ["IdentityConfig", "IdentityEmbedding", "train_identity", "verification_pairs", "roc_auc",
-           "threshold_at_far", "Verification", "verification_summary", "reference_centres", "centre_pairs", "identity_matches",
-           "make", "fit", "save", "load"]
+           "threshold_at_far", "Verification", "verification_summary", "reference_centres",
+           "centre_pairs", "identity_matches", "make", "fit", "save", "load"]
 
 ARCHS = ("cnn", "mlp")
 

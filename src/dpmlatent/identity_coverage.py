@@ -43,9 +43,10 @@ import torch
 from . import data
 from .identity import centre_pairs, identity_matches, reference_centres, threshold_at_far
 
-__all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets", "nearest_distance",
-           "within_target_diversity", "Settings", "IdentityRun", "coverage_models", "run", "save_run", "load_run",
-           "decode", "verify_run", "extend", "RESTART_OFFSET", "Segment", "settling", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
+__all__ = ["BUCKETS", "Calibration", "buckets", "references", "calibrate", "chain_targets",
+           "nearest_distance", "within_target_diversity", "Settings", "IdentityRun", "coverage_models",
+           "run", "save_run", "load_run", "decode", "verify_run", "extend", "RESTART_OFFSET", "Segment",
+           "settling", "Judged", "judge_run", "bucket_table", "verdicts", "RUN_PATH"]
 
 #: Where the book keeps the stored run (written by ``benchmarks/identity_coverage.py --save``): the
 #: repository's ``results/identity_coverage`` (the package is installed editable, ``pip install -e .``;

@@ -29,8 +29,8 @@ from diffusers.schedulers import scheduling_ddpm
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "without_clipping", "unclipped_copy", "sampling_timesteps",
-           "sample_latent", "decode", "denoiser_output", "step_with_noise", "slerp"]
+__all__ = ["LatentCode", "SUPPORTED_SCHEDULERS", "check_scheduler", "without_clipping", "unclipped_copy",
+           "sampling_timesteps", "sample_latent", "decode", "denoiser_output", "step_with_noise", "slerp"]
 
 SUPPORTED_SCHEDULERS = (DDIMScheduler, DDPMScheduler)
 

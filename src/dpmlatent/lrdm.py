@@ -39,8 +39,9 @@ from torch import nn
 
 from .fitting import EMA, TrainResult, check_steps, fit as fit_loop
 
-__all__ = ["LRDMConfig", "LRDM", "make_scheduler", "posterior", "kl", "prior_sample", "generate", "reconstruct",
-           "train_lrdm", "active_units", "training_curve", "ReconstructionScores", "reconstruction_scores", "LOGVAR_RANGE", "make", "fit", "save", "load"]
+__all__ = ["LRDMConfig", "LRDM", "make_scheduler", "posterior", "kl", "prior_sample", "generate",
+           "reconstruct", "train_lrdm", "active_units", "training_curve", "ReconstructionScores",
+           "reconstruction_scores", "LOGVAR_RANGE", "make", "fit", "save", "load"]
 
 #: The posterior's log-variance is clamped to this range, as in the released code.
 LOGVAR_RANGE = (-30.0, 10.0)

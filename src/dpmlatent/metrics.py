@@ -23,7 +23,10 @@ import torch
 from .reporting import Column, Table, share_column
 from .sampling import sample
 
-__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim", "perceptual_distance", "ink", "slant", "class_median_split", "clean_paths", "interpolation_pairs", "clip_score", "clip_direction", "nearest_mean_accuracy", "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
+__all__ = ["frechet_distance", "FrechetReference", "simulated_fd_difference", "classify", "psnr", "ssim",
+           "perceptual_distance", "ink", "slant", "class_median_split", "clean_paths",
+           "interpolation_pairs", "clip_score", "clip_direction", "nearest_mean_accuracy",
+           "linear_probe", "QualityRow", "quality_row", "model_quality", "format_table"]
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:

@@ -26,7 +26,8 @@ import math
 
 import torch
 
-__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_mean", "fmt_fraction", "share_column", "Column", "Table"]
+__all__ = ["noise_floor", "fmt_bound", "decimals_for", "fmt", "fmt_mean", "fmt_fraction", "share_column",
+           "Column", "Table"]
 
 _FLOORS = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
