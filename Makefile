@@ -36,7 +36,7 @@ check-book: book-offline
 # The unit tests run on the machine's default path, in two worker processes (pytest-xdist).
 test: $(STAMP)
 	$(BIN)/python tools/kernel_path.py --describe
-	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest tests -n 2 --dist worksteal -p no:cacheprovider --durations=12
+	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest tests -n 2 --dist loadfile -p no:cacheprovider --durations=12
 	env -u ATEN_CPU_CAPABILITY $(BIN)/python -m pytest $(NOTEBOOKS) $(NBVAL) --kernel-paths=check -p no:cacheprovider --durations=12
 
 # Grade an assignment (assignments/NAME.py) with the project's own checks:
