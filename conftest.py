@@ -31,14 +31,15 @@ def pytest_addoption(parser):
                           "outputs (check) or on a second one (second); see tools/kernel_path.py")
 
 
-def _plan(config) -> dict[str, str]:
-    """``{notebook name: path}`` for this run, computed once (one subprocess for the machine default)."""
+def _plan(config) -> tuple[str, dict[str, str]]:
+    """``(machine default path, {notebook name: path for this run})``, computed once per process
+    (one subprocess for the machine default)."""
     if _PLAN_KEY not in config.stash:
         mode = config.getoption("--kernel-paths")
         default = kernel_path.capability()
         stored = kernel_path.stored_paths(sorted((ROOT / "notebooks").glob("*.ipynb")))
-        config.stash[_PLAN_KEY] = {"default": default, **{
-            name: kernel_path.plan(path, default, mode) for name, path in stored.items()}}
+        config.stash[_PLAN_KEY] = (default, {name: kernel_path.plan(path, default, mode)
+                                             for name, path in stored.items()})
     return config.stash[_PLAN_KEY]
 
 
@@ -49,12 +50,8 @@ def pytest_runtest_setup(item):
     if item.config.getoption("--kernel-paths") is None:
         return
     path = Path(str(item.fspath))
-    value = None
-    if path.suffix == ".ipynb":
-        planned = _plan(item.config).get(path.name)
-        value = kernel_path.ENV_VALUE.get(planned, planned.lower()) if planned else _ORIGINAL
-    else:
-        value = _ORIGINAL
+    planned = _plan(item.config)[1].get(path.name) if path.suffix == ".ipynb" else None
+    value = kernel_path.env_value(planned) if planned else _ORIGINAL
     if value is None:
         os.environ.pop("ATEN_CPU_CAPABILITY", None)
     else:
@@ -73,8 +70,8 @@ def pytest_report_header(config):
         return (f"CPU kernel path: {current} for this process and every notebook (ATEN_CPU_CAPABILITY="
                 f"{_ORIGINAL or 'unset'}); the notebooks' outputs were stored with "
                 f"{', '.join(sorted(set(stored.values())))}")
-    plan = _plan(config)
-    lines = [f"CPU kernel paths ({mode}): unit tests on {current} (machine default {plan['default']}); notebooks:"]
+    default, plan = _plan(config)
+    lines = [f"CPU kernel paths ({mode}): unit tests on {current} (machine default {default}); notebooks:"]
     for name, path in stored.items():
         same = "  NOTE: the path that stored it (no other path here)" if plan[name] == path else ""
         lines.append(f"  {name}: stored {path}, run on {plan[name]}{same}")

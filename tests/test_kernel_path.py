@@ -60,9 +60,10 @@ def test_the_root_conftest_sets_each_notebooks_path():
     saved = os.environ.get("ATEN_CPU_CAPABILITY")
     try:
         conf.pytest_runtest_setup(types.SimpleNamespace(config=config, fspath=str(name)))
-        planned = conf._plan(config)[name.name]
-        assert os.environ["ATEN_CPU_CAPABILITY"] == kp.ENV_VALUE[planned]
-        assert planned != kp.stored_paths([name])[name.name] or planned == conf._plan(config)["default"]
+        default, plan = conf._plan(config)
+        stored = kp.stored_paths([name])[name.name]
+        assert os.environ["ATEN_CPU_CAPABILITY"] == kp.env_value(plan[name.name])
+        assert plan[name.name] == kp.plan(stored, default, "check")
         conf.pytest_runtest_setup(types.SimpleNamespace(config=config, fspath=__file__))
         assert os.environ.get("ATEN_CPU_CAPABILITY") == conf._ORIGINAL
     finally:

@@ -79,9 +79,14 @@ def stored_paths(notebooks) -> dict[str, str]:
     return found
 
 
+def env_value(path: str) -> str:
+    """The ``ATEN_CPU_CAPABILITY`` value selecting ``path`` (e.g. ``"AVX2"`` -> ``"avx2"``)."""
+    return ENV_VALUE.get(path, path.lower())
+
+
 def env_assignment(path: str) -> str:
     """``ATEN_CPU_CAPABILITY=...`` selecting ``path``."""
-    return f"ATEN_CPU_CAPABILITY={ENV_VALUE.get(path, path.lower())}"
+    return f"ATEN_CPU_CAPABILITY={env_value(path)}"
 
 
 def stamp(notebooks) -> None:
