@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("kernel_path", ROOT / "tools" / "kernel_path.py")
+_spec = importlib.util.spec_from_file_location("kernel_path", Path(__file__).resolve().parent / "tools" / "kernel_path.py")
 kernel_path = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(kernel_path)
 
@@ -37,7 +36,7 @@ def _plan(config) -> tuple[str, dict[str, str]]:
     if _PLAN_KEY not in config.stash:
         mode = config.getoption("--kernel-paths")
         default = kernel_path.capability()
-        stored = kernel_path.stored_paths(sorted((ROOT / "notebooks").glob("*.ipynb")))
+        stored = kernel_path.stored_paths(kernel_path.notebooks())
         config.stash[_PLAN_KEY] = (default, {name: kernel_path.plan(path, default, mode)
                                              for name, path in stored.items()})
     return config.stash[_PLAN_KEY]
@@ -65,14 +64,12 @@ def pytest_report_header(config):
 
     current = torch.backends.cpu.get_cpu_capability()
     mode = config.getoption("--kernel-paths")
-    stored = kernel_path.stored_paths(sorted((ROOT / "notebooks").glob("*.ipynb")))
     if mode is None:
+        stored = kernel_path.stored_paths(kernel_path.notebooks())
         return (f"CPU kernel path: {current} for this process and every notebook (ATEN_CPU_CAPABILITY="
                 f"{_ORIGINAL or 'unset'}); the notebooks' outputs were stored with "
                 f"{', '.join(sorted(set(stored.values())))}")
-    default, plan = _plan(config)
-    lines = [f"CPU kernel paths ({mode}): unit tests on {current} (machine default {default}); notebooks:"]
-    for name, path in stored.items():
-        same = "  NOTE: the path that stored it (no other path here)" if plan[name] == path else ""
-        lines.append(f"  {name}: stored {path}, run on {plan[name]}{same}")
-    return lines
+    default, _ = _plan(config)
+    return [f"CPU kernel paths: unit tests on {current}; notebooks as planned for --kernel-paths={mode} "
+            "(check: make test's path, second: make nbval's):",
+            *kernel_path.describe(kernel_path.notebooks(), default).splitlines()]

@@ -51,12 +51,11 @@ def test_the_root_conftest_sets_each_notebooks_path():
     import importlib.util
     from pathlib import Path
 
-    root = Path(kp.__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("root_conftest", root / "conftest.py")
+    spec = importlib.util.spec_from_file_location("root_conftest", kp.ROOT / "conftest.py")
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
     config = types.SimpleNamespace(getoption=lambda name: "check", stash={})
-    name = sorted((root / "notebooks").glob("*.ipynb"))[0]
+    name = kp.notebooks()[0]
     saved = os.environ.get("ATEN_CPU_CAPABILITY")
     try:
         conf.pytest_runtest_setup(types.SimpleNamespace(config=config, fspath=str(name)))

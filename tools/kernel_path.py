@@ -37,6 +37,12 @@ PATHS = {"AVX512": ("AVX512", "AVX2", "DEFAULT"), "AVX2": ("AVX2", "DEFAULT")}
 ENV_VALUE = {"AVX512": "avx512", "AVX2": "avx2", "DEFAULT": "default"}
 MODES = ("check", "second")
 METADATA_KEY = "dpmlatent"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebooks() -> list[Path]:
+    """The book's notebooks, sorted (the ones ``make test`` checks)."""
+    return sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def capability(env_value: str | None = None) -> str:
@@ -123,8 +129,7 @@ def main(argv=None) -> int:
     if args.check:
         print(env_assignment(plan(stored_paths([args.check])[Path(args.check).name], default)))
     else:
-        root = Path(__file__).resolve().parent.parent
-        print(describe(sorted((root / "notebooks").glob("*.ipynb")), default))
+        print(describe(notebooks(), default))
     return 0
 
 
