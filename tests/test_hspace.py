@@ -8,7 +8,8 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from dpmlatent.encoder import dpm_encode
 from dpmlatent.hspace import (asymmetric_step, asyrp_decode, bottleneck, directional_clip_loss, edit_steps,
-                              learn_delta_h, predicted_x0, record_trajectory, shift_bottleneck, step_weights)
+                              learn_delta_h, predicted_x0, record_trajectory, shift_bottleneck, step_weights,
+                              unclipped_copy)
 from dpmlatent.latent import decode, denoiser_output, sample_latent, step_with_noise
 
 
@@ -206,10 +207,37 @@ def test_learn_delta_h_trains_every_per_step_direction_as_long_as_a_global_one(t
     d = learn_delta_h(tiny_unet, sched, traj, ts, recording, t_edit=300, num_inference_steps=6, per_step=per_step,
                       iterations=5, batch_size=4, lr=1e-9, init_std=1e-9,
                       generator=torch.Generator().manual_seed(0), progress=False)
-    # per step: every step's direction sees batch_size images at every iteration; global: one step
-    assert [n for n, _ in seen] == [4] * (5 * (n_edit if per_step else 1)) and len(d.losses) == 5
+    # per step: every step's direction sees batch_size images at every iteration, all steps in one
+    # call of the loss (and of the UNet); global: one step
+    assert [n for n, _ in seen] == [4 * (n_edit if per_step else 1)] * 5 and len(d.losses) == 5
     # the cached P belongs to the same images and step as P_edit (a shift of ~1e-9 moves P_edit by less)
     assert max(diff for _, diff in seen) < 1e-5 and n_edit > 1
+
+
+def test_learn_delta_h_per_step_gradient_is_each_steps_own(tiny_unet):
+    """One iteration of per-step training (all steps in one UNet call) moves every step's direction
+    as one backward pass per step, on that step's own draws, would: the same first Adam step."""
+    sched = _ddim(clip_sample=False)
+    traj, ts = _trajectories(tiny_unet, sched, n=6)
+    n_edit, b = edit_steps(ts, 300), 3
+    loss_fn = lambda p_edit, p: (p_edit - p + 0.3).square().flatten(1).mean(1)
+    d = learn_delta_h(tiny_unet, sched, traj, ts, loss_fn, t_edit=300, num_inference_steps=6, per_step=True,
+                      iterations=1, batch_size=b, lr=1e-3, generator=torch.Generator().manual_seed(0), progress=False)
+    # the reference: the same start and draws from the same generator, one backward pass per step
+    gen = torch.Generator().manual_seed(0)
+    start = 0.05 * torch.randn((n_edit, 16, 4, 4), generator=gen, dtype=torch.float64).float()
+    draws = [torch.randint(6, (b,), generator=gen) for _ in range(n_edit)]
+    plain_sched = unclipped_copy(sched, 6)
+    for k, idx in enumerate(draws):
+        delta = start[k].clone().requires_grad_(True)
+        x, t = traj[k, idx], ts[k]
+        with torch.no_grad():
+            p = predicted_x0(plain_sched, denoiser_output(tiny_unet, x, t), t, x)
+        with shift_bottleneck(tiny_unet, delta):
+            loss = loss_fn(predicted_x0(plain_sched, denoiser_output(tiny_unet, x, t), t, x), p).mean()
+        loss.backward()
+        expected = start[k] - 1e-3 * delta.grad / (delta.grad.abs() + 1e-8)          # Adam's first step
+        assert torch.allclose(d.delta_h[k], expected, atol=1e-7), k
 
 
 def test_directional_clip_loss():

@@ -372,7 +372,7 @@ def learn_delta_h(unet, scheduler, trajectories: torch.Tensor, timesteps: torch.
     With ``per_step=True`` every iteration does this at *every* step of the interval, each step's
     ``delta_h[k]`` on its own ``batch_size`` images (the losses summed, one Adam step), so each
     per-step direction is trained as long as a global one: ``iterations`` updates from
-    ``batch_size`` images each (and the iteration costs ``n_edit`` times as many UNet calls). The
+    ``batch_size`` images each (every iteration is one UNet call on ``n_edit * batch_size`` images). The
     unshifted ``P`` of every recorded state in the interval is computed once, before the first
     iteration (it costs the memory of those states once more).
 
@@ -426,6 +426,9 @@ def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses
     def predict(x, t):
         return predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
 
+    def predict_from(out, t, x):
+        return predicted_x0(scheduler, out, t, x)
+
     # The unshifted predictions P of every recorded state in the interval do not depend on delta:
     # computed once, in chunks of the training batch, not again at every iteration.
     with torch.no_grad():
@@ -440,16 +443,22 @@ def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses
         else:
             idx = torch.randint(n_images, (b,), generator=generator)
             draws = [(int(torch.randint(n_edit, (1,), generator=generator)), idx)]
-        total = 0.0
-        for k, idx in draws:
-            t, x = timesteps[k], trajectories[k, idx].to(delta.device)
-            with shift_bottleneck(unet, delta[k if per_step else 0]):
-                p_edit = predict(x, t)
-            loss = loss_fn(p_edit, plain[k, idx.to(plain.device)]).mean()
-            loss.backward()
-            total += loss.item()
+        # All drawn steps in one UNet call (per-sample timesteps and shifts): the loss is the sum of
+        # the steps' mean losses, so the gradient is that of one backward pass per step, summed.
+        steps = [k for k, _ in draws]
+        x = torch.cat([trajectories[k, idx] for k, idx in draws]).to(delta.device)
+        x_in = torch.cat([scheduler.scale_model_input(x[i * b:(i + 1) * b], timesteps[k]) for i, k in enumerate(steps)])
+        t = torch.cat([timesteps[k].reshape(1).expand(b) for k in steps]).to(delta.device)
+        shift = delta[steps if per_step else [0] * len(steps)].repeat_interleave(b, dim=0)
+        with shift_bottleneck(unet, shift):
+            out = denoiser_output(unet, x_in, t)
+        p_edit = torch.cat([predict_from(out[i * b:(i + 1) * b], timesteps[k], x[i * b:(i + 1) * b])
+                            for i, k in enumerate(steps)])
+        plain_drawn = torch.cat([plain[k, idx.to(plain.device)] for k, idx in draws])
+        per_draw = loss_fn(p_edit, plain_drawn).view(len(draws), b).mean(1)       # each step's mean loss
+        per_draw.sum().backward()
         opt.step()
-        losses.append(total / len(draws))
+        losses.append(float(per_draw.detach().sum()) / len(draws))
 
 
 def directional_clip_loss(model, tokenizer, source_prompts: str | Sequence[str], target_prompts: str | Sequence[str], *,
