@@ -42,6 +42,24 @@ def test_every_exercise_has_a_solution_and_one_is_checked_code(path):
     assert starts == sum(text(c).count("{solution-end}") for c in cells), f"{path.name}: unbalanced solution-start/end"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_solution_code_is_in_code_cells_that_run(path):
+    """Solution code runs with the chapter (and under nbval): no solution hides a code block in
+    Markdown, where nothing would run it, and every solution code cell was executed without error."""
+    for c in _cells(path):
+        if not student.is_solution(c):
+            continue
+        body = "".join(c["source"])
+        if c["cell_type"] == "markdown":
+            assert not re.search(r"^```(?:python|\{code-cell\})", body, re.M), \
+                f"{path.name}: a solution shows code in Markdown, where it never runs: {body[:80]!r}"
+        else:
+            assert c["outputs"] is not None and c.get("execution_count") is not None, \
+                f"{path.name}: a solution code cell was not executed: {body[:80]!r}"
+            assert not any(o["output_type"] == "error" for o in c["outputs"]), \
+                f"{path.name}: a solution code cell stored an error: {body[:80]!r}"
+
+
 def test_labels_are_unique_across_the_book():
     labels = [m for p in CHAPTERS for c in _cells(p) for m in re.findall(r":label: (ex-\S+)", "".join(c["source"]))]
     assert len(labels) == len(set(labels))
