@@ -220,7 +220,7 @@ def test_learn_delta_h_per_step_gradient_is_each_steps_own(tiny_unet):
     sched = _ddim(clip_sample=False)
     traj, ts = _trajectories(tiny_unet, sched, n=6)
     n_edit, b = edit_steps(ts, 300), 3
-    loss_fn = lambda p_edit, p: (p_edit - p + 0.3).square().flatten(1).mean(1)
+    loss_fn = lambda p_edit, p: (p_edit - p + 0.3).square().flatten(1).mean(1)          # noqa: E731
     d = learn_delta_h(tiny_unet, sched, traj, ts, loss_fn, t_edit=300, num_inference_steps=6, per_step=True,
                       iterations=1, batch_size=b, lr=1e-3, generator=torch.Generator().manual_seed(0), progress=False)
     # the reference: the same start and draws from the same generator, one backward pass per step

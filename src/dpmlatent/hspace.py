@@ -426,9 +426,6 @@ def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses
     def predict(x, t):
         return predicted_x0(scheduler, denoiser_output(unet, scheduler.scale_model_input(x, t), t), t, x)
 
-    def predict_from(out, t, x):
-        return predicted_x0(scheduler, out, t, x)
-
     # The unshifted predictions P of every recorded state in the interval do not depend on delta:
     # computed once, in chunks of the training batch, not again at every iteration.
     with torch.no_grad():
@@ -452,7 +449,7 @@ def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses
         shift = delta[steps if per_step else [0] * len(steps)].repeat_interleave(b, dim=0)
         with shift_bottleneck(unet, shift):
             out = denoiser_output(unet, x_in, t)
-        p_edit = torch.cat([predict_from(out[i * b:(i + 1) * b], timesteps[k], x[i * b:(i + 1) * b])
+        p_edit = torch.cat([predicted_x0(scheduler, out[i * b:(i + 1) * b], timesteps[k], x[i * b:(i + 1) * b])
                             for i, k in enumerate(steps)])
         plain_drawn = torch.cat([plain[k, idx.to(plain.device)] for k, idx in draws])
         per_draw = loss_fn(p_edit, plain_drawn).view(len(draws), b).mean(1)       # each step's mean loss
