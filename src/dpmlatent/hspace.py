@@ -436,22 +436,22 @@ def _train(unet, scheduler, trajectories, timesteps, loss_fn, delta, opt, losses
         if per_step:
             # every step of the interval trains its own delta[k] on b images at every iteration:
             # each per-step direction gets as much training as the global one
-            draws = [(k, torch.randint(n_images, (b,), generator=generator)) for k in range(n_edit)]
-        else:
+            draws = [(k, k, torch.randint(n_images, (b,), generator=generator)) for k in range(n_edit)]
+        else:                                 # (step, which direction, images): the one direction, a random step
             idx = torch.randint(n_images, (b,), generator=generator)
-            draws = [(int(torch.randint(n_edit, (1,), generator=generator)), idx)]
+            draws = [(int(torch.randint(n_edit, (1,), generator=generator)), 0, idx)]
         # All drawn steps in one UNet call (per-sample timesteps and shifts): the loss is the sum of
         # the steps' mean losses, so the gradient is that of one backward pass per step, summed.
-        steps = [k for k, _ in draws]
-        x = torch.cat([trajectories[k, idx] for k, idx in draws]).to(delta.device)
+        steps = [k for k, _, _ in draws]
+        x = torch.cat([trajectories[k, idx] for k, _, idx in draws]).to(delta.device)
         x_in = torch.cat([scheduler.scale_model_input(x[i * b:(i + 1) * b], timesteps[k]) for i, k in enumerate(steps)])
         t = torch.cat([timesteps[k].reshape(1).expand(b) for k in steps]).to(delta.device)
-        shift = delta[steps if per_step else [0] * len(steps)].repeat_interleave(b, dim=0)
+        shift = delta[[j for _, j, _ in draws]].repeat_interleave(b, dim=0)
         with shift_bottleneck(unet, shift):
             out = denoiser_output(unet, x_in, t)
         p_edit = torch.cat([predicted_x0(scheduler, out[i * b:(i + 1) * b], timesteps[k], x[i * b:(i + 1) * b])
                             for i, k in enumerate(steps)])
-        plain_drawn = torch.cat([plain[k, idx.to(plain.device)] for k, idx in draws])
+        plain_drawn = torch.cat([plain[k, idx.to(plain.device)] for k, _, idx in draws])
         per_draw = loss_fn(p_edit, plain_drawn).view(len(draws), b).mean(1)       # each step's mean loss
         per_draw.sum().backward()
         opt.step()
